@@ -1,0 +1,255 @@
+//! Configuration: [`Config`], [`Durability`], [`RecoveryMode`] and the
+//! injectable [`Clock`].
+//!
+//! Every field documents its default. [`Config::validate`] runs at
+//! `Store::open`, so a bad value is an error before anything touches the disk.
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::error::{Error, Result};
+
+/// When an append counts as done.
+#[non_exhaustive]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Durability {
+    /// The append returns once its bytes are on stable storage (`fdatasync`).
+    /// Concurrent appenders to one log share fsyncs (group commit). Survives a
+    /// process crash and a power loss.
+    #[default]
+    Sync,
+    /// The append returns once its bytes are in the OS page cache; a
+    /// background thread fsyncs each log whose oldest unsynced append is older
+    /// than the interval. Survives a process crash; a power loss may lose up to
+    /// about the interval's worth of appends (never a partial batch, never a
+    /// batch in the middle of the log).
+    Interval(Duration),
+    /// The append returns once its bytes are in the OS page cache; oncelog
+    /// fsyncs only at segment rolls, at `flush()` and at close. Survives a
+    /// process crash, not a power loss.
+    Os,
+}
+
+/// What recovery may do to damaged data when a log is opened.
+#[non_exhaustive]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum RecoveryMode {
+    /// Cut the active (last) segment at its first invalid batch: a torn write,
+    /// garbage or zero-filled space left by a crash. Damage inside a sealed
+    /// segment is an [`Error::Corrupt`] naming the file and byte position, and
+    /// nothing is cut.
+    #[default]
+    TolerateTailCorruption,
+    /// Scan every segment and cut the log at the first invalid batch anywhere,
+    /// deleting every later segment. Loses good data after the damage: use it
+    /// only to salvage a log that cannot otherwise be opened.
+    TruncateAtCorruption,
+}
+
+/// A source of wall-clock time in milliseconds since the Unix epoch.
+///
+/// Retention by age (and producer expiry) reads time only through this trait,
+/// so tests can drive it with [`ManualClock`].
+pub trait Clock: Send + Sync + fmt::Debug + 'static {
+    /// Milliseconds since the Unix epoch.
+    fn now_ms(&self) -> i64;
+}
+
+/// The system's real-time clock.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_ms(&self) -> i64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+            .unwrap_or(0)
+    }
+}
+
+/// A clock that moves only when told to; for tests.
+#[derive(Debug, Default)]
+pub struct ManualClock {
+    now: AtomicI64,
+}
+
+impl ManualClock {
+    /// A clock reading `now_ms`.
+    pub fn new(now_ms: i64) -> Self {
+        ManualClock {
+            now: AtomicI64::new(now_ms),
+        }
+    }
+
+    /// Set the time.
+    pub fn set(&self, now_ms: i64) {
+        self.now.store(now_ms, Ordering::SeqCst);
+    }
+
+    /// Move the time forward.
+    pub fn advance(&self, by: Duration) {
+        let ms = i64::try_from(by.as_millis()).unwrap_or(i64::MAX);
+        self.now.fetch_add(ms, Ordering::SeqCst);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now_ms(&self) -> i64 {
+        self.now.load(Ordering::SeqCst)
+    }
+}
+
+/// Store-wide settings. Build with [`Config::default`] and the `with_*`
+/// setters.
+#[non_exhaustive]
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Largest size of a segment file; the log rolls to a new segment when the
+    /// next batch does not fit. A batch larger than this gets a segment of its
+    /// own. Default 1 GiB; at most 2 GiB (index positions are 32-bit).
+    pub segment_bytes: u64,
+    /// Bytes of log between two entries of the sparse offset and time indexes.
+    /// Default 4096.
+    pub index_interval_bytes: u32,
+    /// Default durability of appends. Default [`Durability::Sync`].
+    pub durability: Durability,
+    /// Space reserved ahead of the data of the active segment, in steps of
+    /// this size (`fallocate` with `KEEP_SIZE`, so the file length always
+    /// equals the data). Bounds the space taken ahead per partition. Default
+    /// 16 MiB; 0 disables preallocation.
+    pub preallocate_bytes: u64,
+    /// Largest batch `append` accepts. Default 16 MiB.
+    pub max_batch_bytes: usize,
+    /// Delete the oldest sealed segments while the log is larger than this.
+    /// Default `None` (keep everything).
+    pub retention_bytes: Option<u64>,
+    /// Delete sealed segments whose newest batch timestamp is older than this.
+    /// Default `None` (keep everything).
+    pub retention: Option<Duration>,
+    /// How often the background thread applies retention. Default 5 minutes.
+    /// Retention also runs after every segment roll and on
+    /// `Log::enforce_retention`.
+    pub retention_check_interval: Duration,
+    /// What recovery may cut. Default [`RecoveryMode::TolerateTailCorruption`].
+    pub recovery_mode: RecoveryMode,
+    /// Validate every record of an uncompressed batch on append (count, offset
+    /// deltas, lengths), not only the CRC. Default `true`.
+    pub validate_records: bool,
+    /// The clock used for retention by age. Default [`SystemClock`].
+    pub clock: Arc<dyn Clock>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            segment_bytes: 1 << 30,
+            index_interval_bytes: 4096,
+            durability: Durability::Sync,
+            preallocate_bytes: 16 << 20,
+            max_batch_bytes: 16 << 20,
+            retention_bytes: None,
+            retention: None,
+            retention_check_interval: Duration::from_secs(300),
+            recovery_mode: RecoveryMode::TolerateTailCorruption,
+            validate_records: true,
+            clock: Arc::new(SystemClock),
+        }
+    }
+}
+
+macro_rules! setter {
+    ($(#[$doc:meta])* $name:ident, $field:ident: $ty:ty) => {
+        $(#[$doc])*
+        #[must_use]
+        pub fn $name(mut self, value: $ty) -> Self {
+            self.$field = value;
+            self
+        }
+    };
+}
+
+impl Config {
+    setter!(
+        /// Set [`Config::segment_bytes`].
+        with_segment_bytes, segment_bytes: u64
+    );
+    setter!(
+        /// Set [`Config::index_interval_bytes`].
+        with_index_interval_bytes, index_interval_bytes: u32
+    );
+    setter!(
+        /// Set [`Config::durability`].
+        with_durability, durability: Durability
+    );
+    setter!(
+        /// Set [`Config::preallocate_bytes`].
+        with_preallocate_bytes, preallocate_bytes: u64
+    );
+    setter!(
+        /// Set [`Config::max_batch_bytes`].
+        with_max_batch_bytes, max_batch_bytes: usize
+    );
+    setter!(
+        /// Set [`Config::retention_bytes`].
+        with_retention_bytes, retention_bytes: Option<u64>
+    );
+    setter!(
+        /// Set [`Config::retention`].
+        with_retention, retention: Option<Duration>
+    );
+    setter!(
+        /// Set [`Config::retention_check_interval`].
+        with_retention_check_interval, retention_check_interval: Duration
+    );
+    setter!(
+        /// Set [`Config::recovery_mode`].
+        with_recovery_mode, recovery_mode: RecoveryMode
+    );
+    setter!(
+        /// Set [`Config::validate_records`].
+        with_validate_records, validate_records: bool
+    );
+    setter!(
+        /// Set [`Config::clock`].
+        with_clock, clock: Arc<dyn Clock>
+    );
+
+    /// Check every field; `Store::open` calls this.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |field, reason: String| Err(Error::InvalidConfig { field, reason });
+        if self.segment_bytes < 1024 || self.segment_bytes > i32::MAX as u64 {
+            return bad(
+                "segment_bytes",
+                format!("{} is outside 1024..=2147483647", self.segment_bytes),
+            );
+        }
+        if self.index_interval_bytes == 0 {
+            return bad("index_interval_bytes", "must be positive".into());
+        }
+        if self.max_batch_bytes < crate::format::HEADER_LEN || self.max_batch_bytes > i32::MAX as usize
+        {
+            return bad(
+                "max_batch_bytes",
+                format!("{} is outside 61..=2147483647", self.max_batch_bytes),
+            );
+        }
+        if self.preallocate_bytes > 1 << 30 {
+            return bad(
+                "preallocate_bytes",
+                format!("{} is above 1 GiB", self.preallocate_bytes),
+            );
+        }
+        if let Durability::Interval(d) = self.durability {
+            if d.is_zero() {
+                return bad("durability", "Interval(0) is not an interval; use Sync".into());
+            }
+        }
+        if self.retention_check_interval.is_zero() {
+            return bad("retention_check_interval", "must be positive".into());
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,203 @@
+//! Errors: one `#[non_exhaustive]` enum for the whole public API.
+//!
+//! Every variant says what happened and where: the path and byte position for
+//! corruption, the log (`topic-partition`) for append and read errors, the
+//! directory for locking. [`Error::kind`] gives a stable `snake_case` name that
+//! the CLI prints and scripts can match on.
+
+use std::fmt;
+use std::io;
+use std::path::PathBuf;
+
+use crate::format::FormatError;
+
+/// Result alias used throughout the crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in oncelog.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Error {
+    /// An operating-system I/O call failed.
+    Io {
+        /// What oncelog was doing (`"write segment"`, `"fsync segment"`, ...).
+        op: &'static str,
+        /// The file or directory involved.
+        path: PathBuf,
+        /// The underlying error.
+        source: io::Error,
+    },
+    /// The store directory is already open, in this process or another.
+    Locked {
+        /// The directory whose lock is held.
+        dir: PathBuf,
+    },
+    /// A topic name breaks Kafka's naming rule.
+    InvalidTopic {
+        /// The rejected name (possibly shortened for display).
+        topic: String,
+        /// Why it was rejected.
+        reason: &'static str,
+    },
+    /// A batch handed to `append` is not a valid Kafka v2 record batch.
+    InvalidBatch {
+        /// The log the batch was appended to (`topic-partition`).
+        log: String,
+        /// What is wrong, and at which byte of the batch.
+        source: FormatError,
+    },
+    /// A batch is larger than `Config::max_batch_bytes`.
+    BatchTooLarge {
+        /// The log the batch was appended to.
+        log: String,
+        /// Size of the batch in bytes.
+        size: usize,
+        /// The configured limit.
+        max: usize,
+    },
+    /// Stored data failed validation: a bad CRC, a broken length, offsets out of
+    /// order. The data after `position` is kept on disk for inspection.
+    Corrupt {
+        /// The damaged file.
+        path: PathBuf,
+        /// Byte position within that file where the damage starts.
+        position: u64,
+        /// What was found.
+        detail: String,
+    },
+    /// A write or fsync failed earlier; this log refuses writes until it is
+    /// reopened. The data written before the failure may or may not be durable,
+    /// which is why oncelog never retries the fsync.
+    Poisoned {
+        /// The log (`topic-partition`).
+        log: String,
+        /// The failure that poisoned it.
+        cause: String,
+    },
+    /// The requested offset is outside the log.
+    OffsetOutOfRange {
+        /// The log (`topic-partition`).
+        log: String,
+        /// The offset asked for.
+        offset: i64,
+        /// The first offset still stored (retention moves it forward).
+        log_start_offset: i64,
+        /// The offset the next append will get.
+        next_offset: i64,
+    },
+    /// A configuration value is out of range.
+    InvalidConfig {
+        /// The field.
+        field: &'static str,
+        /// Why it was rejected.
+        reason: String,
+    },
+    /// The store was closed; the handle can no longer be used.
+    Closed {
+        /// The log or store the handle belonged to.
+        what: String,
+    },
+    /// The request is valid but oncelog does not support it (for example
+    /// decoding the records of a compressed batch).
+    Unsupported {
+        /// What was asked for.
+        what: String,
+    },
+}
+
+impl Error {
+    /// A stable `snake_case` name for the variant, as printed by the CLI.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::Io { .. } => "io",
+            Error::Locked { .. } => "locked",
+            Error::InvalidTopic { .. } => "invalid_topic",
+            Error::InvalidBatch { .. } => "invalid_batch",
+            Error::BatchTooLarge { .. } => "batch_too_large",
+            Error::Corrupt { .. } => "corrupt",
+            Error::Poisoned { .. } => "poisoned",
+            Error::OffsetOutOfRange { .. } => "offset_out_of_range",
+            Error::InvalidConfig { .. } => "invalid_config",
+            Error::Closed { .. } => "closed",
+            Error::Unsupported { .. } => "unsupported",
+        }
+    }
+
+    pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Error {
+        Error::Io {
+            op,
+            path: path.into(),
+            source,
+        }
+    }
+
+    pub(crate) fn corrupt(path: impl Into<PathBuf>, position: u64, detail: impl Into<String>) -> Error {
+        Error::Corrupt {
+            path: path.into(),
+            position,
+            detail: detail.into(),
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Io { op, path, source } => {
+                write!(f, "I/O error during {op} on {}: {source}", path.display())
+            }
+            Error::Locked { dir } => write!(
+                f,
+                "store directory {} is already open (its lock is held by this or another process)",
+                dir.display()
+            ),
+            Error::InvalidTopic { topic, reason } => {
+                write!(f, "invalid topic name {topic:?}: {reason}")
+            }
+            Error::InvalidBatch { log, source } => {
+                write!(f, "invalid record batch appended to {log}: {source}")
+            }
+            Error::BatchTooLarge { log, size, max } => write!(
+                f,
+                "batch of {size} bytes appended to {log} exceeds max_batch_bytes ({max})"
+            ),
+            Error::Corrupt {
+                path,
+                position,
+                detail,
+            } => write!(
+                f,
+                "corrupt data in {} at byte {position}: {detail}",
+                path.display()
+            ),
+            Error::Poisoned { log, cause } => write!(
+                f,
+                "log {log} refuses writes after an earlier I/O failure ({cause}); reopen the store to recover"
+            ),
+            Error::OffsetOutOfRange {
+                log,
+                offset,
+                log_start_offset,
+                next_offset,
+            } => write!(
+                f,
+                "offset {offset} is out of range for {log} (log start {log_start_offset}, next offset {next_offset})"
+            ),
+            Error::InvalidConfig { field, reason } => {
+                write!(f, "invalid config value for {field}: {reason}")
+            }
+            Error::Closed { what } => write!(f, "{what} is closed"),
+            Error::Unsupported { what } => write!(f, "unsupported: {what}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Io { source, .. } => Some(source),
+            Error::InvalidBatch { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}

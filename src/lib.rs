@@ -1,0 +1,56 @@
+//! # oncelog
+//!
+//! An embedded, persistent storage engine for partitioned, append-only logs
+//! whose on-disk format is Kafka's wire format: every batch is a Kafka v2
+//! `RecordBatch` (CRC-32C), stored byte for byte in segment files that are
+//! memory-mapped for zero-copy reads.
+//!
+//! ```
+//! use oncelog::{Config, Store, format::BatchBuilder};
+//!
+//! let dir = tempfile::tempdir()?;
+//! let store = Store::open(dir.path(), Config::default())?;
+//! let log = store.log("orders", 0)?;
+//!
+//! let mut batch = BatchBuilder::new();
+//! batch.push(1_700_000_000_000, Some(b"key"), Some(b"hello"), &[]);
+//! batch.push(1_700_000_000_001, None, Some(b"world"), &[]);
+//! let at = log.append(&batch.build())?; // durable when it returns (Durability::Sync)
+//! assert_eq!((at.base_offset, at.last_offset), (0, 1));
+//!
+//! for batch in &log.read(0, 1 << 20)? {
+//!     let batch = batch?;
+//!     for record in batch.view().records()? {
+//!         println!("{:?}", record?.value);
+//!     }
+//! }
+//! store.close()?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! Guarantees, design and file formats: `docs/design.md`, `docs/format.md`.
+
+#![deny(unsafe_code)]
+#![warn(missing_docs)]
+
+mod config;
+mod error;
+pub mod format;
+mod log;
+mod recovery;
+mod segment;
+pub mod storage;
+mod store;
+mod verify;
+
+pub use crate::config::{Clock, Config, Durability, ManualClock, RecoveryMode, SystemClock};
+pub use crate::error::{Error, Result};
+pub use crate::log::{AppendInfo, Batch, BatchIter, Batches, Log, LogStats, RetentionReport};
+pub use crate::recovery::RecoveryReport;
+pub use crate::store::{MAX_TOPIC_LEN, Store, validate_topic};
+pub use crate::verify::{Problem, Progress, Severity, VerifyReport, verify, verify_with_storage};
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -1,0 +1,814 @@
+//! The partition log: append = validate, write, commit; zero-copy reads;
+//! group commit; retention.
+//!
+//! Invariants:
+//! - Appends to one log are serialized by `writer`; the offsets a batch gets
+//!   are `[next_offset, next_offset + lastOffsetDelta]`, contiguous with the
+//!   previous batch.
+//! - A batch becomes visible to readers only once it is completely written
+//!   (the segment publishes its committed length last); readers take no lock
+//!   the writer waits on, except the instant it takes to clone an `Arc`.
+//! - `durable` (under `sync`) is an offset below which every batch is on
+//!   stable storage. It is advanced only by a successful fsync that started
+//!   after those batches were written. Sealed segments are fsynced when they
+//!   are sealed, so only the active segment is fsynced by group commit.
+//! - After any failed write or fsync, `poison` is set and every later append,
+//!   flush and durable wait fails with [`Error::Poisoned`]; the fsync is never
+//!   retried.
+//! - Retention deletes only sealed segments, persists the new log start
+//!   offset before deleting anything, and readers that still hold a deleted
+//!   segment's bytes keep them valid.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError, RwLock};
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use crate::config::{Config, Durability};
+use crate::error::{Error, Result};
+use crate::format::{BatchView, FormatError, FormatErrorKind, TimestampType, peek_batch_len};
+use crate::recovery::{RecoveryReport, recover, write_log_start};
+use crate::segment::Segment;
+use crate::storage::Storage;
+
+/// Batches up to this size are copied into a scratch buffer with their new
+/// base offset and written with one `pwrite`; larger ones are written in two
+/// pieces to avoid the copy.
+const COPY_LIMIT: usize = 64 * 1024;
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Where an appended batch landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct AppendInfo {
+    /// Offset of the batch's first record.
+    pub base_offset: i64,
+    /// Offset of the batch's last record.
+    pub last_offset: i64,
+}
+
+/// Counters of one log, for monitoring and tests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct LogStats {
+    /// Batches appended since the log was opened.
+    pub appends: u64,
+    /// `fdatasync` calls issued by group commit and flushes (rolls excluded).
+    pub fsyncs: u64,
+    /// Segments in the log.
+    pub segments: usize,
+    /// Bytes in the log's segments.
+    pub bytes: u64,
+}
+
+/// What a retention pass deleted.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RetentionReport {
+    /// Segments deleted.
+    pub segments_deleted: usize,
+    /// Bytes freed.
+    pub bytes_deleted: u64,
+    /// The log start offset afterwards.
+    pub log_start_offset: i64,
+}
+
+/// Wakes the store's background thread when a log needs an interval flush.
+#[derive(Debug, Default)]
+pub(crate) struct Waker {
+    pub state: Mutex<WakerState>,
+    pub cv: Condvar,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct WakerState {
+    pub stop: bool,
+    pub woken: bool,
+}
+
+impl Waker {
+    pub(crate) fn wake(&self) {
+        lock(&self.state).woken = true;
+        self.cv.notify_all();
+    }
+}
+
+#[derive(Debug)]
+struct Writer {
+    active: Arc<Segment>,
+    scratch: Vec<u8>,
+}
+
+#[derive(Debug)]
+struct SyncState {
+    durable: i64,
+    syncing: bool,
+    /// Earliest time by which an interval append wants its bytes synced.
+    deadline: Option<Instant>,
+}
+
+#[derive(Debug)]
+pub(crate) struct LogInner {
+    topic: String,
+    partition: u32,
+    name: String,
+    dir: PathBuf,
+    config: Arc<Config>,
+    storage: Arc<dyn Storage>,
+    writer: Mutex<Writer>,
+    segments: RwLock<Arc<Vec<Arc<Segment>>>>,
+    next_offset: AtomicI64,
+    log_start: AtomicI64,
+    sync: Mutex<SyncState>,
+    sync_cv: Condvar,
+    poison: OnceLock<String>,
+    closed: AtomicBool,
+    appends: AtomicU64,
+    fsyncs: AtomicU64,
+    recovery: RecoveryReport,
+    waker: Arc<Waker>,
+}
+
+/// One topic-partition: an append-only sequence of Kafka v2 record batches.
+///
+/// Cheap to clone (`Arc` inside), `Send + Sync`: share it between threads.
+/// Appends are serialized per log; reads never wait for appends.
+#[derive(Debug, Clone)]
+pub struct Log {
+    inner: Arc<LogInner>,
+}
+
+impl Log {
+    pub(crate) fn open(
+        storage: Arc<dyn Storage>,
+        dir: PathBuf,
+        topic: String,
+        partition: u32,
+        config: Arc<Config>,
+        waker: Arc<Waker>,
+    ) -> Result<Log> {
+        let recovered = recover(storage.as_ref(), &dir, &config)?;
+        let report = recovered.report;
+        let name = format!("{topic}-{partition}");
+        if report.bytes_truncated > 0 || report.indexes_rebuilt > 0 || report.segments_deleted > 0 {
+            tracing::info!(log = %name, ?report, "recovered log");
+        } else {
+            tracing::debug!(log = %name, ?report, "opened log");
+        }
+        let active = Arc::clone(recovered.segments.last().expect("recovery leaves a segment"));
+        let next = active.next_offset();
+        let inner = LogInner {
+            topic,
+            partition,
+            name,
+            dir,
+            config,
+            storage,
+            writer: Mutex::new(Writer {
+                active,
+                scratch: Vec::new(),
+            }),
+            segments: RwLock::new(Arc::new(recovered.segments)),
+            next_offset: AtomicI64::new(next),
+            log_start: AtomicI64::new(recovered.log_start),
+            sync: Mutex::new(SyncState {
+                // Recovery fsynced what it kept, and a reopened file's bytes
+                // were read back from the disk: treat them as durable.
+                durable: next,
+                syncing: false,
+                deadline: None,
+            }),
+            sync_cv: Condvar::new(),
+            poison: OnceLock::new(),
+            closed: AtomicBool::new(false),
+            appends: AtomicU64::new(0),
+            fsyncs: AtomicU64::new(0),
+            recovery: report,
+            waker,
+        };
+        Ok(Log {
+            inner: Arc::new(inner),
+        })
+    }
+
+    /// The topic name.
+    pub fn topic(&self) -> &str {
+        &self.inner.topic
+    }
+
+    /// The partition number.
+    pub fn partition(&self) -> u32 {
+        self.inner.partition
+    }
+
+    /// The partition's directory.
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    /// The offset the next appended record gets (the log end offset).
+    pub fn next_offset(&self) -> i64 {
+        self.inner.next_offset.load(Ordering::Acquire)
+    }
+
+    /// The first offset still stored.
+    pub fn log_start_offset(&self) -> i64 {
+        self.inner.log_start.load(Ordering::Acquire)
+    }
+
+    /// Every record below this offset is on stable storage.
+    pub fn durable_offset(&self) -> i64 {
+        lock(&self.inner.sync).durable
+    }
+
+    /// What recovery found and did when this log was opened.
+    pub fn recovery_report(&self) -> &RecoveryReport {
+        &self.inner.recovery
+    }
+
+    /// Counters for monitoring and tests.
+    pub fn stats(&self) -> LogStats {
+        let segs = self.segments();
+        LogStats {
+            appends: self.inner.appends.load(Ordering::Relaxed),
+            fsyncs: self.inner.fsyncs.load(Ordering::Relaxed),
+            segments: segs.len(),
+            bytes: segs.iter().map(|s| s.committed_len()).sum(),
+        }
+    }
+
+    /// Append one Kafka v2 record batch with the store's default durability.
+    /// The engine assigns its offsets (rewriting `baseOffset`, which lies
+    /// outside the CRC); everything else is stored byte for byte.
+    pub fn append(&self, batch: &[u8]) -> Result<AppendInfo> {
+        self.append_with(batch, self.inner.config.durability)
+    }
+
+    /// Append with an explicit durability for this one batch.
+    pub fn append_with(&self, batch: &[u8], durability: Durability) -> Result<AppendInfo> {
+        let view = self.check_batch(batch)?;
+        let info = self.write_batch(batch, &view)?;
+        self.after_write(info.last_offset + 1, durability)?;
+        Ok(info)
+    }
+
+    fn invalid(&self, kind: FormatErrorKind, position: usize) -> Error {
+        Error::InvalidBatch {
+            log: self.inner.name.clone(),
+            source: FormatError { kind, position },
+        }
+    }
+
+    fn check_batch<'a>(&self, batch: &'a [u8]) -> Result<BatchView<'a>> {
+        self.check_open()?;
+        let max = self.inner.config.max_batch_bytes;
+        if batch.len() > max {
+            return Err(Error::BatchTooLarge {
+                log: self.inner.name.clone(),
+                size: batch.len(),
+                max,
+            });
+        }
+        let view = BatchView::parse(batch).map_err(|source| Error::InvalidBatch {
+            log: self.inner.name.clone(),
+            source,
+        })?;
+        if view.total_len() != batch.len() {
+            return Err(self.invalid(
+                FormatErrorKind::BadRecord {
+                    detail: "bytes after the end of the batch",
+                },
+                view.total_len(),
+            ));
+        }
+        if view.is_control() {
+            return Err(self.invalid(
+                FormatErrorKind::BadRecord {
+                    detail: "control batches are written by the engine only",
+                },
+                21,
+            ));
+        }
+        if view.last_offset_delta() < 0 {
+            return Err(self.invalid(FormatErrorKind::EmptyBatch, 23));
+        }
+        if self.inner.config.validate_records {
+            view.validate_records().map_err(|source| Error::InvalidBatch {
+                log: self.inner.name.clone(),
+                source,
+            })?;
+        }
+        Ok(view)
+    }
+
+    fn check_open(&self) -> Result<()> {
+        if self.inner.closed.load(Ordering::Acquire) {
+            return Err(Error::Closed {
+                what: format!("log {}", self.inner.name),
+            });
+        }
+        if let Some(cause) = self.inner.poison.get() {
+            return Err(Error::Poisoned {
+                log: self.inner.name.clone(),
+                cause: cause.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    fn poison(&self, err: &Error) {
+        let _ = self.inner.poison.set(err.to_string());
+        tracing::error!(log = %self.inner.name, error = %err, "log poisoned: refusing writes until reopened");
+        let _st = lock(&self.inner.sync);
+        self.inner.sync_cv.notify_all();
+    }
+
+    /// Run `f`; if it fails, poison the log.
+    fn or_poison<T>(&self, f: impl FnOnce() -> Result<T>) -> Result<T> {
+        f().inspect_err(|e| self.poison(e))
+    }
+
+    fn write_batch(&self, batch: &[u8], view: &BatchView<'_>) -> Result<AppendInfo> {
+        let inner = &*self.inner;
+        let mut w = lock(&inner.writer);
+        self.check_open()?;
+        let base = inner.next_offset.load(Ordering::Acquire);
+        let last = base + i64::from(view.last_offset_delta());
+        let len = batch.len() as u64;
+        let active = &w.active;
+        let full = active.committed_len() > 0
+            && (active.committed_len() + len > inner.config.segment_bytes
+                || last - active.base_offset > i64::from(i32::MAX));
+        if full {
+            self.or_poison(|| self.roll(&mut w))?;
+        }
+        let interval = u64::from(inner.config.index_interval_bytes);
+        let prealloc = inner.config.preallocate_bytes;
+        let max_ts = view.max_timestamp();
+        let offset_bytes = base.to_be_bytes();
+        let Writer { active, scratch } = &mut *w;
+        self.or_poison(|| {
+            if batch.len() <= COPY_LIMIT {
+                scratch.clear();
+                scratch.extend_from_slice(batch);
+                scratch[..8].copy_from_slice(&offset_bytes);
+                active.append(&[scratch], base, last, max_ts, interval, prealloc)
+            } else {
+                active.append(&[&offset_bytes, &batch[8..]], base, last, max_ts, interval, prealloc)
+            }
+        })?;
+        inner.next_offset.store(last + 1, Ordering::Release);
+        inner.appends.fetch_add(1, Ordering::Relaxed);
+        Ok(AppendInfo {
+            base_offset: base,
+            last_offset: last,
+        })
+    }
+
+    fn after_write(&self, end: i64, durability: Durability) -> Result<()> {
+        match durability {
+            Durability::Sync => self.wait_durable(end),
+            Durability::Interval(d) => {
+                let due = Instant::now() + d;
+                let mut st = lock(&self.inner.sync);
+                if st.durable < end && st.deadline.is_none_or(|t| due < t) {
+                    st.deadline = Some(due);
+                    drop(st);
+                    self.inner.waker.wake();
+                }
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Seal the active segment and start a new one (writer lock held).
+    fn roll(&self, w: &mut Writer) -> Result<()> {
+        let inner = &*self.inner;
+        let old = Arc::clone(&w.active);
+        old.seal(inner.storage.as_ref())?;
+        let new = Arc::new(Segment::create(
+            inner.storage.as_ref(),
+            &inner.dir,
+            old.next_offset(),
+        )?);
+        inner
+            .storage
+            .sync_dir(&inner.dir)
+            .map_err(|e| Error::io("fsync directory", &inner.dir, e))?;
+        {
+            let mut segs = inner.segments.write().unwrap_or_else(PoisonError::into_inner);
+            let mut v = Vec::with_capacity(segs.len() + 1);
+            v.extend(segs.iter().cloned());
+            v.push(Arc::clone(&new));
+            *segs = Arc::new(v);
+        }
+        {
+            // Every segment before the new one is sealed and fsynced.
+            let mut st = lock(&inner.sync);
+            st.durable = st.durable.max(new.base_offset);
+        }
+        tracing::debug!(log = %inner.name, base_offset = new.base_offset, "rolled to a new segment");
+        w.active = new;
+        if inner.config.retention_bytes.is_some() || inner.config.retention.is_some() {
+            // Cheap when nothing is due; the writer lock is already held.
+            if let Err(e) = self.retention_locked(w) {
+                tracing::warn!(log = %inner.name, error = %e, "retention after roll failed");
+            }
+        }
+        Ok(())
+    }
+
+    /// Wait until every offset below `end` is durable, fsyncing as the group
+    /// leader if nobody else is.
+    fn wait_durable(&self, end: i64) -> Result<()> {
+        let inner = &*self.inner;
+        let mut st = lock(&inner.sync);
+        loop {
+            if st.durable >= end {
+                return Ok(());
+            }
+            if let Some(cause) = inner.poison.get() {
+                return Err(Error::Poisoned {
+                    log: inner.name.clone(),
+                    cause: cause.clone(),
+                });
+            }
+            if st.syncing {
+                st = inner.sync_cv.wait(st).unwrap_or_else(PoisonError::into_inner);
+                continue;
+            }
+            st.syncing = true;
+            drop(st);
+            // Everything written before this point is covered by the fsync.
+            let (target, active) = {
+                let w = lock(&inner.writer);
+                (inner.next_offset.load(Ordering::Acquire), Arc::clone(&w.active))
+            };
+            let result = active
+                .file
+                .sync_data()
+                .map_err(|e| Error::io("fsync segment", &active.path, e));
+            inner.fsyncs.fetch_add(1, Ordering::Relaxed);
+            st = lock(&inner.sync);
+            st.syncing = false;
+            match result {
+                Ok(()) => {
+                    st.durable = st.durable.max(target);
+                    if st.durable >= inner.next_offset.load(Ordering::Acquire) {
+                        st.deadline = None;
+                    }
+                    inner.sync_cv.notify_all();
+                }
+                Err(e) => {
+                    drop(st);
+                    self.poison(&e);
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    /// Make every appended batch durable.
+    pub fn flush(&self) -> Result<()> {
+        if let Some(cause) = self.inner.poison.get() {
+            return Err(Error::Poisoned {
+                log: self.inner.name.clone(),
+                cause: cause.clone(),
+            });
+        }
+        self.wait_durable(self.next_offset())
+    }
+
+    /// When the background thread should flush this log, if ever.
+    pub(crate) fn flush_deadline(&self) -> Option<Instant> {
+        lock(&self.inner.sync).deadline
+    }
+
+    pub(crate) fn segments(&self) -> Arc<Vec<Arc<Segment>>> {
+        Arc::clone(&self.inner.segments.read().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    pub(crate) fn mark_closed(&self) {
+        self.inner.closed.store(true, Ordering::Release);
+    }
+
+    /// Read whole batches starting with the one that holds `offset`, up to
+    /// about `max_bytes` (at least one batch, however large). Reading at
+    /// [`Log::next_offset`] returns no batches; outside
+    /// `[log_start_offset, next_offset]` is [`Error::OffsetOutOfRange`].
+    /// The bytes are a zero-copy view of the segment and stay valid while
+    /// held, even if retention deletes the segment.
+    pub fn read(&self, offset: i64, max_bytes: usize) -> Result<Batches> {
+        let inner = &*self.inner;
+        let out_of_range = || Error::OffsetOutOfRange {
+            log: inner.name.clone(),
+            offset,
+            log_start_offset: self.log_start_offset(),
+            next_offset: self.next_offset(),
+        };
+        let next = self.next_offset();
+        if offset < self.log_start_offset() || offset > next {
+            return Err(out_of_range());
+        }
+        if offset == next {
+            return Ok(Batches::empty());
+        }
+        let segs = self.segments();
+        let first = segs.partition_point(|s| s.base_offset <= offset);
+        let Some(first) = first.checked_sub(1) else {
+            return Err(out_of_range()); // retention removed it meanwhile
+        };
+        let interval = u64::from(inner.config.index_interval_bytes);
+        for seg in &segs[first..] {
+            if offset >= seg.next_offset() {
+                continue;
+            }
+            let (position, data) = seg.locate(offset.max(seg.base_offset), interval)?;
+            if data.is_empty() {
+                continue;
+            }
+            let mut end = 0usize;
+            while end < data.len() {
+                let Some(len) = peek_batch_len(&data[end..]) else {
+                    return Err(Error::corrupt(&seg.path, position + end as u64, "unreadable batch length"));
+                };
+                if end > 0 && end + len > max_bytes {
+                    break;
+                }
+                end = end.saturating_add(len).min(data.len());
+            }
+            return Ok(Batches {
+                data: data.slice(..end),
+                path: Some(Arc::new(seg.path.clone())),
+                position,
+                verify_crc: true,
+            });
+        }
+        Ok(Batches::empty())
+    }
+
+    /// The offset of the first record whose timestamp is `>= timestamp`, or
+    /// `None` if no record is that recent. For a compressed batch (whose
+    /// records are not decoded) the batch's base offset is returned.
+    pub fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<i64>> {
+        let start = self.log_start_offset();
+        for seg in self.segments().iter() {
+            if seg.max_timestamp() < timestamp || seg.next_offset() <= start {
+                continue;
+            }
+            let from = seg.time_lookup_start(timestamp);
+            let data = seg.bytes_from(from)?;
+            let mut pos = 0usize;
+            while pos < data.len() {
+                let view = BatchView::parse(&data[pos..])
+                    .map_err(|e| Error::corrupt(&seg.path, from + pos as u64, e.to_string()))?;
+                pos += view.total_len();
+                if view.max_timestamp() < timestamp || view.last_offset() < start {
+                    continue;
+                }
+                if view.timestamp_type() == TimestampType::LogAppendTime {
+                    return Ok(Some(view.base_offset().max(start)));
+                }
+                match view.records() {
+                    Ok(records) => {
+                        for rec in records {
+                            let rec = rec.map_err(|e| {
+                                Error::corrupt(&seg.path, from + pos as u64, e.to_string())
+                            })?;
+                            let off = view.record_offset(&rec);
+                            if view.record_timestamp(&rec) >= timestamp && off >= start {
+                                return Ok(Some(off));
+                            }
+                        }
+                    }
+                    Err(_) => return Ok(Some(view.base_offset().max(start))),
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Apply retention now: delete the oldest sealed segments beyond
+    /// `retention_bytes` or older than `retention`.
+    pub fn enforce_retention(&self) -> Result<RetentionReport> {
+        let mut w = lock(&self.inner.writer);
+        self.check_open()?;
+        self.retention_locked(&mut w)
+    }
+
+    fn retention_locked(&self, _w: &mut Writer) -> Result<RetentionReport> {
+        let inner = &*self.inner;
+        let cfg = &inner.config;
+        let segs = self.segments();
+        let now = cfg.clock.now_ms();
+        let mut total: u64 = segs.iter().map(|s| s.committed_len()).sum();
+        let mut delete = 0usize;
+        for seg in &segs[..segs.len() - 1] {
+            let len = seg.committed_len();
+            let by_size = cfg.retention_bytes.is_some_and(|max| total - len >= max);
+            let by_age = cfg.retention.is_some_and(|r| {
+                let r = i64::try_from(r.as_millis()).unwrap_or(i64::MAX);
+                seg.max_timestamp() >= 0 && now.saturating_sub(seg.max_timestamp()) > r
+            });
+            if !(by_size || by_age) {
+                break;
+            }
+            total -= len;
+            delete += 1;
+        }
+        let mut report = RetentionReport {
+            log_start_offset: self.log_start_offset(),
+            ..Default::default()
+        };
+        if delete == 0 {
+            return Ok(report);
+        }
+        let new_start = segs[delete].base_offset.max(self.log_start_offset());
+        // Persist the new start first: a crash after this point finishes the
+        // deletion at the next open; before it, nothing changed.
+        write_log_start(inner.storage.as_ref(), &inner.dir, new_start)?;
+        inner.log_start.store(new_start, Ordering::Release);
+        {
+            let mut list = inner.segments.write().unwrap_or_else(PoisonError::into_inner);
+            *list = Arc::new(segs[delete..].to_vec());
+        }
+        for seg in &segs[..delete] {
+            for path in [seg.path.clone(), seg.index_path(), seg.time_index_path()] {
+                match inner.storage.remove_file(&path) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(Error::io("delete segment", &path, e)),
+                }
+            }
+            report.segments_deleted += 1;
+            report.bytes_deleted += seg.committed_len();
+        }
+        inner
+            .storage
+            .sync_dir(&inner.dir)
+            .map_err(|e| Error::io("fsync directory", &inner.dir, e))?;
+        report.log_start_offset = new_start;
+        tracing::info!(log = %inner.name, ?report, "retention deleted segments");
+        Ok(report)
+    }
+}
+
+/// A run of whole batches returned by [`Log::read`]: a zero-copy view of the
+/// segment's bytes, exactly as stored (the Kafka Fetch wire format).
+#[derive(Debug, Clone)]
+pub struct Batches {
+    data: Bytes,
+    path: Option<Arc<PathBuf>>,
+    position: u64,
+    verify_crc: bool,
+}
+
+impl Batches {
+    fn empty() -> Batches {
+        Batches {
+            data: Bytes::new(),
+            path: None,
+            position: 0,
+            verify_crc: true,
+        }
+    }
+
+    /// The raw bytes of the batches.
+    pub fn bytes(&self) -> &Bytes {
+        &self.data
+    }
+
+    /// `true` when no batch was returned.
+    pub fn is_empty(&self) -> bool {
+        self.data.is_empty()
+    }
+
+    /// Skip CRC checks when iterating (the bytes were checked on append; use
+    /// this only when speed matters more than catching bit rot).
+    #[must_use]
+    pub fn without_crc_check(mut self) -> Batches {
+        self.verify_crc = false;
+        self
+    }
+
+    /// The segment file the bytes come from, and the position of the first.
+    pub fn source(&self) -> Option<(&Path, u64)> {
+        self.path.as_deref().map(|p| (p.as_path(), self.position))
+    }
+
+    /// Iterate over the batches, checking each one's CRC (unless disabled).
+    /// A damaged batch yields [`Error::Corrupt`] naming the file and byte
+    /// position, and ends the iteration.
+    pub fn iter(&self) -> BatchIter<'_> {
+        BatchIter {
+            batches: self,
+            pos: 0,
+            done: false,
+        }
+    }
+}
+
+impl<'a> IntoIterator for &'a Batches {
+    type Item = Result<Batch>;
+    type IntoIter = BatchIter<'a>;
+    fn into_iter(self) -> BatchIter<'a> {
+        self.iter()
+    }
+}
+
+/// Iterator over [`Batches`].
+#[derive(Debug)]
+pub struct BatchIter<'a> {
+    batches: &'a Batches,
+    pos: usize,
+    done: bool,
+}
+
+impl Iterator for BatchIter<'_> {
+    type Item = Result<Batch>;
+
+    fn next(&mut self) -> Option<Result<Batch>> {
+        let data = &self.batches.data;
+        if self.done || self.pos >= data.len() {
+            return None;
+        }
+        let rest = &data[self.pos..];
+        let parsed = if self.batches.verify_crc {
+            BatchView::parse(rest)
+        } else {
+            BatchView::parse_header_only(rest)
+        };
+        match parsed {
+            Ok(view) => {
+                let len = view.total_len();
+                let batch = Batch {
+                    bytes: data.slice(self.pos..self.pos + len),
+                };
+                self.pos += len;
+                Some(Ok(batch))
+            }
+            Err(e) => {
+                self.done = true;
+                let path = self
+                    .batches
+                    .path
+                    .as_deref()
+                    .cloned()
+                    .unwrap_or_default();
+                Some(Err(Error::corrupt(
+                    path,
+                    self.batches.position + self.pos as u64 + e.position as u64,
+                    e.to_string(),
+                )))
+            }
+        }
+    }
+}
+
+/// One stored batch: its bytes, zero-copy.
+#[derive(Debug, Clone)]
+pub struct Batch {
+    bytes: Bytes,
+}
+
+impl Batch {
+    /// The batch's bytes, exactly as stored.
+    pub fn bytes(&self) -> &Bytes {
+        &self.bytes
+    }
+
+    /// A parsed view of the header and records.
+    pub fn view(&self) -> BatchView<'_> {
+        // The iterator validated these bytes when it made this batch.
+        BatchView::parse_header_only(&self.bytes).expect("validated when read")
+    }
+
+    /// Offset of the first record.
+    pub fn base_offset(&self) -> i64 {
+        self.view().base_offset()
+    }
+
+    /// Offset of the last record.
+    pub fn last_offset(&self) -> i64 {
+        self.view().last_offset()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn handles_are_send_and_sync() {
+        fn is<T: Send + Sync>() {}
+        is::<Log>();
+        is::<Batches>();
+        is::<Batch>();
+    }
+}

@@ -1,0 +1,306 @@
+//! Opening a partition directory: find its segments, repair what a crash left
+//! behind, and hand the log its segments.
+//!
+//! The decision table (each startup state maps to one action):
+//!
+//! | state found                                   | action                                             |
+//! |-----------------------------------------------|----------------------------------------------------|
+//! | `*.tmp` / `*.deleted` file                    | remove (an interrupted metadata write or deletion) |
+//! | `.index`/`.timeindex` without its `.log`      | remove (orphan of a deleted segment)               |
+//! | segment wholly below the log start offset     | delete (retention was interrupted)                 |
+//! | no segment                                    | create an empty one at the log start offset        |
+//! | sealed segment, index files sound             | trust it by its length; no scan                    |
+//! | sealed segment, index missing or in doubt     | scan it, rebuild and rewrite its indexes           |
+//! | sealed segment, scan finds damage             | `Error::Corrupt` (or, with `TruncateAtCorruption`, cut there and delete every later segment) |
+//! | active (last) segment                         | scan it, cut at the first invalid batch, fsync     |
+//! | log start offset past the end of the log      | delete all segments; empty log at the log start   |
+//!
+//! Invariant on exit: every segment but the last is sealed, the segments'
+//! offsets are contiguous, and the last one ends with a valid batch.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::config::{Config, RecoveryMode};
+use crate::error::{Error, Result};
+use crate::format::meta::{LOG_START_FILE, decode_log_start, encode_log_start};
+use crate::segment::{Scan, Segment, count_dropped_frames, log_file_name, parse_file_name, scan};
+use crate::storage::{OpenMode, Storage, StorageFile, read_all};
+
+/// What recovery found and did when a log was opened.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RecoveryReport {
+    /// Segments in the log after recovery.
+    pub segments: usize,
+    /// Batches in the scanned (active) segment that were kept.
+    pub batches_scanned: u64,
+    /// Bytes cut from the log (torn writes, garbage, zero-filled space).
+    pub bytes_truncated: u64,
+    /// Batch frames among the cut bytes (a torn frame counts as one; zeros as none).
+    pub batches_dropped: u64,
+    /// The file that was cut, if any.
+    pub truncated_file: Option<PathBuf>,
+    /// Why it was cut, if it was.
+    pub truncation_reason: Option<String>,
+    /// Segments deleted: below the log start, or after corruption in
+    /// [`RecoveryMode::TruncateAtCorruption`].
+    pub segments_deleted: usize,
+    /// Segment indexes that were missing or in doubt and were rebuilt.
+    pub indexes_rebuilt: usize,
+    /// Temporary and orphaned files removed.
+    pub stray_files_removed: usize,
+    /// First offset of the log.
+    pub log_start_offset: i64,
+    /// Offset the next append gets.
+    pub next_offset: i64,
+    /// Wall time recovery took.
+    pub duration: Duration,
+}
+
+/// The outcome of recovery: the segments in offset order and the log start.
+pub(crate) struct Recovered {
+    pub segments: Vec<Arc<Segment>>,
+    pub log_start: i64,
+    pub report: RecoveryReport,
+}
+
+fn remove(storage: &dyn Storage, path: &Path) -> Result<()> {
+    storage
+        .remove_file(path)
+        .map_err(|e| Error::io("remove file", path, e))
+}
+
+fn remove_segment_files(storage: &dyn Storage, dir: &Path, base: i64) -> Result<()> {
+    let log = dir.join(log_file_name(base));
+    for path in [log.clone(), log.with_extension("index"), log.with_extension("timeindex")] {
+        match storage.remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io("remove segment", &path, e)),
+        }
+    }
+    Ok(())
+}
+
+/// Persist the log start offset: tmp file, fsync, rename, directory fsync.
+pub(crate) fn write_log_start(storage: &dyn Storage, dir: &Path, offset: i64) -> Result<()> {
+    let path = dir.join(LOG_START_FILE);
+    let tmp = dir.join(format!("{LOG_START_FILE}.tmp"));
+    let f = storage
+        .open(&tmp, OpenMode::Truncate)
+        .map_err(|e| Error::io("create log start file", &tmp, e))?;
+    f.write_at(&encode_log_start(offset), 0)
+        .map_err(|e| Error::io("write log start file", &tmp, e))?;
+    f.sync_all()
+        .map_err(|e| Error::io("fsync log start file", &tmp, e))?;
+    storage
+        .rename(&tmp, &path)
+        .map_err(|e| Error::io("rename log start file", &path, e))?;
+    storage
+        .sync_dir(dir)
+        .map_err(|e| Error::io("fsync directory", dir, e))
+}
+
+fn scan_file(file: &dyn StorageFile, path: &Path, base: i64, interval: u64) -> Result<(Scan, bytes::Bytes)> {
+    let len = file.len().map_err(|e| Error::io("stat segment", path, e))?;
+    let len = usize::try_from(len).map_err(|_| Error::corrupt(path, 0, "segment too large"))?;
+    let data = file
+        .read_bytes(0, len)
+        .map_err(|e| Error::io("read segment", path, e))?;
+    Ok((scan(&data, base, interval), data))
+}
+
+/// Open (or create) the log in `dir`, repairing it as the table above says.
+pub(crate) fn recover(storage: &dyn Storage, dir: &Path, config: &Config) -> Result<Recovered> {
+    let started = Instant::now();
+    let interval = u64::from(config.index_interval_bytes);
+    let mut report = RecoveryReport::default();
+    let names = storage
+        .list_dir(dir)
+        .map_err(|e| Error::io("list partition directory", dir, e))?;
+
+    let mut bases = Vec::new();
+    let mut index_files = Vec::new();
+    for name in &names {
+        if name.ends_with(".tmp") || name.ends_with(".deleted") {
+            remove(storage, &dir.join(name))?;
+            report.stray_files_removed += 1;
+            continue;
+        }
+        match parse_file_name(name) {
+            Some((base, "log")) => bases.push(base),
+            Some((base, "index" | "timeindex")) => index_files.push((base, name.clone())),
+            _ if name == LOG_START_FILE => {}
+            _ => tracing::debug!(file = %dir.join(name).display(), "ignoring unknown file"),
+        }
+    }
+    bases.sort_unstable();
+    for (base, name) in &index_files {
+        if bases.binary_search(base).is_err() {
+            remove(storage, &dir.join(name))?;
+            report.stray_files_removed += 1;
+        }
+    }
+
+    let start_path = dir.join(LOG_START_FILE);
+    let mut log_start = match storage.open(&start_path, OpenMode::Existing) {
+        Ok(f) => {
+            let raw = read_all(f.as_ref()).map_err(|e| Error::io("read log start file", &start_path, e))?;
+            match decode_log_start(&raw) {
+                Some(v) => v,
+                None => {
+                    // The log start only ever moves forward, so falling back to
+                    // the first segment can expose old records but lose none.
+                    tracing::warn!(file = %start_path.display(), "damaged log start file; using the first segment's base offset");
+                    bases.first().copied().unwrap_or(0)
+                }
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => bases.first().copied().unwrap_or(0),
+        Err(e) => return Err(Error::io("open log start file", &start_path, e)),
+    };
+
+    // Segments wholly below the log start (retention interrupted mid-way).
+    let mut dir_changed = false;
+    while bases.len() >= 2 && bases[1] <= log_start {
+        remove_segment_files(storage, dir, bases[0])?;
+        bases.remove(0);
+        report.segments_deleted += 1;
+        dir_changed = true;
+    }
+
+    if bases.is_empty() {
+        let seg = Segment::create(storage, dir, log_start)?;
+        storage
+            .sync_dir(dir)
+            .map_err(|e| Error::io("fsync directory", dir, e))?;
+        drop(seg);
+        bases.push(log_start);
+    }
+
+    let mut segments: Vec<Arc<Segment>> = Vec::with_capacity(bases.len());
+    let mut i = 0;
+    while i < bases.len() {
+        let base = bases[i];
+        let path = dir.join(log_file_name(base));
+        let mut file = storage
+            .open(&path, OpenMode::Existing)
+            .map_err(|e| Error::io("open segment", &path, e))?;
+        let is_last = i + 1 == bases.len();
+        if !is_last {
+            let next = bases[i + 1];
+            if config.recovery_mode == RecoveryMode::TolerateTailCorruption {
+                if let Some(seg) =
+                    Segment::open_sealed_from_index(storage, base, path.clone(), Arc::clone(&file), next)
+                {
+                    segments.push(Arc::new(seg));
+                    i += 1;
+                    continue;
+                }
+            }
+            let (scanned, data) = scan_file(file.as_ref(), &path, base, interval)?;
+            let damage = match (&scanned.stop, scanned.next_offset == next) {
+                (Some(stop), _) => Some((stop.position, stop.reason.clone())),
+                (None, true) => None,
+                (None, false) => Some((
+                    scanned.valid_len,
+                    format!(
+                        "segment ends before offset {} but the next segment starts at {next}",
+                        scanned.next_offset
+                    ),
+                )),
+            };
+            match damage {
+                None => {
+                    let seg = Segment::from_scan(base, path, file, scanned);
+                    seg.write_indexes(storage)?;
+                    report.indexes_rebuilt += 1;
+                    segments.push(Arc::new(seg));
+                    i += 1;
+                    continue;
+                }
+                Some((position, reason)) if config.recovery_mode == RecoveryMode::TolerateTailCorruption => {
+                    return Err(Error::corrupt(path, position, reason));
+                }
+                Some((position, reason)) => {
+                    tracing::warn!(segment = %path.display(), position, %reason, "cutting the log at corruption; deleting every later segment");
+                    for &later in &bases[i + 1..] {
+                        remove_segment_files(storage, dir, later)?;
+                        report.segments_deleted += 1;
+                    }
+                    bases.truncate(i + 1);
+                    dir_changed = true;
+                    drop(data);
+                    // Fall through: this segment is now the active one.
+                }
+            }
+        }
+        // The active segment: scan, cut at the first invalid batch.
+        let (scanned, data) = scan_file(file.as_ref(), &path, base, interval)?;
+        if let Some(stop) = &scanned.stop {
+            let cut_from = usize::try_from(stop.position).unwrap_or(data.len());
+            report.bytes_truncated += data.len() as u64 - stop.position;
+            report.batches_dropped += count_dropped_frames(&data[cut_from.min(data.len())..]);
+            report.truncated_file = Some(path.clone());
+            report.truncation_reason = Some(stop.reason.clone());
+            tracing::warn!(
+                segment = %path.display(),
+                position = stop.position,
+                bytes = data.len() as u64 - stop.position,
+                reason = %stop.reason,
+                "cutting the torn tail of the active segment"
+            );
+            // The scan borrowed the file's bytes through a map; with them
+            // dropped, a fresh handle (nothing lent) may cut the file.
+            drop(data);
+            drop(file);
+            file = storage
+                .open(&path, OpenMode::Existing)
+                .map_err(|e| Error::io("open segment", &path, e))?;
+            file.set_len(scanned.valid_len)
+                .map_err(|e| Error::io("truncate segment", &path, e))?;
+            file.sync_all()
+                .map_err(|e| Error::io("fsync segment", &path, e))?;
+        }
+        // Index files of the active segment are stale by definition (left by a
+        // crash between sealing and creating the next segment).
+        for p in [path.with_extension("index"), path.with_extension("timeindex")] {
+            if storage.remove_file(&p).is_ok() {
+                dir_changed = true;
+            }
+        }
+        report.batches_scanned = scanned.batches;
+        segments.push(Arc::new(Segment::from_scan(base, path, file, scanned)));
+        break;
+    }
+
+    let next_offset = segments.last().map_or(log_start, |s| s.next_offset());
+    if log_start > next_offset {
+        tracing::warn!(dir = %dir.display(), log_start, next_offset, "log start is past the end of the log; emptying it");
+        for seg in segments.drain(..) {
+            remove_segment_files(storage, dir, seg.base_offset)?;
+            report.segments_deleted += 1;
+        }
+        let seg = Segment::create(storage, dir, log_start)?;
+        segments.push(Arc::new(seg));
+        dir_changed = true;
+    }
+    log_start = log_start.max(segments[0].base_offset);
+    if dir_changed {
+        storage
+            .sync_dir(dir)
+            .map_err(|e| Error::io("fsync directory", dir, e))?;
+    }
+
+    report.segments = segments.len();
+    report.log_start_offset = log_start;
+    report.next_offset = segments.last().map_or(log_start, |s| s.next_offset());
+    report.duration = started.elapsed();
+    Ok(Recovered {
+        segments,
+        log_start,
+        report,
+    })
+}

@@ -1,0 +1,574 @@
+//! Segments: one `<base offset, 20 digits>.log` file of whole Kafka v2
+//! batches, with its sparse offset index (`.index`) and time index
+//! (`.timeindex`).
+//!
+//! Invariants:
+//! - Bytes `[0, committed_len)` of the file are whole, CRC-valid batches with
+//!   contiguous offsets starting at `base_offset`; readers never look past
+//!   `committed_len`, which grows only after a batch is completely written.
+//! - Only the log's writer (holding the log's append lock) appends, and only
+//!   at `committed_len`; committed bytes are never rewritten.
+//! - Index entries are derived data. An offset-index entry `(rel, pos)` says
+//!   the batch at file position `pos` has base offset `base_offset + rel`;
+//!   entries are strictly increasing in both fields. A time-index entry
+//!   `(t, rel)` says every batch before offset `base_offset + rel` has a max
+//!   timestamp `<= t`; entries are non-decreasing in `t`, strictly increasing
+//!   in `rel`. A sealed segment's time index ends with a sentinel
+//!   `(max timestamp of the segment, next_offset - base_offset)`.
+//! - An index that breaks any of these, or that disagrees with the batch it
+//!   points at, is rebuilt by scanning the segment.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
+
+use bytes::Bytes;
+
+use crate::error::{Error, Result};
+use crate::format::{
+    BatchView, OFFSET_ENTRY_LEN, OffsetIndexEntry, TIME_ENTRY_LEN, TimeIndexEntry, peek_batch_len,
+};
+use crate::format::index::{decode_offset_index, decode_time_index};
+use crate::storage::{OpenMode, Storage, StorageFile};
+
+/// File name of a segment's log file.
+pub(crate) fn log_file_name(base_offset: i64) -> String {
+    format!("{base_offset:020}.log")
+}
+
+/// Parse `<20 digits>.<ext>` into the base offset.
+pub(crate) fn parse_file_name<'a>(name: &'a str) -> Option<(i64, &'a str)> {
+    let (stem, ext) = name.split_once('.')?;
+    if stem.len() != 20 || !stem.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some((stem.parse().ok()?, ext))
+}
+
+/// Where and why a scan stopped before the end of the data.
+#[derive(Debug, Clone)]
+pub(crate) struct ScanStop {
+    /// Position of the first byte that is not part of a valid batch.
+    pub position: u64,
+    /// What was wrong there.
+    pub reason: String,
+}
+
+/// The outcome of walking a segment's bytes batch by batch.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Scan {
+    /// Length of the valid prefix.
+    pub valid_len: u64,
+    /// Offset after the last valid batch.
+    pub next_offset: i64,
+    /// Number of valid batches.
+    pub batches: u64,
+    /// Largest batch max timestamp (-1 if none).
+    pub max_timestamp: i64,
+    pub index: Indexes,
+    /// `None` when the whole input was valid.
+    pub stop: Option<ScanStop>,
+}
+
+/// In-memory sparse indexes, plus the writer's bookkeeping for adding entries.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Indexes {
+    pub offsets: Vec<OffsetIndexEntry>,
+    pub times: Vec<TimeIndexEntry>,
+    bytes_since_entry: u64,
+    /// Largest max timestamp of the batches indexed so far.
+    max_timestamp: i64,
+}
+
+impl Indexes {
+    fn new() -> Self {
+        Indexes {
+            max_timestamp: -1,
+            ..Default::default()
+        }
+    }
+
+    /// Account for a batch about to be appended at `position`.
+    fn on_batch(&mut self, rel_offset: u32, position: u64, len: u64, max_ts: i64, interval: u64) {
+        if position > 0 && self.bytes_since_entry >= interval {
+            // Positions fit in u32: segments are at most 2 GiB (Config::validate)
+            // and a batch starts inside the segment's limit.
+            let position = u32::try_from(position).unwrap_or(u32::MAX);
+            self.offsets.push(OffsetIndexEntry {
+                relative_offset: rel_offset,
+                position,
+            });
+            if self.times.last().is_none_or(|t| self.max_timestamp > t.timestamp) {
+                self.times.push(TimeIndexEntry {
+                    timestamp: self.max_timestamp,
+                    relative_offset: rel_offset,
+                });
+            }
+            self.bytes_since_entry = 0;
+        }
+        self.bytes_since_entry += len;
+        self.max_timestamp = self.max_timestamp.max(max_ts);
+    }
+
+    /// Position of the last indexed batch at or before `rel_offset`.
+    fn floor(&self, rel_offset: u32) -> Option<OffsetIndexEntry> {
+        let i = self.offsets.partition_point(|e| e.relative_offset <= rel_offset);
+        i.checked_sub(1).map(|i| self.offsets[i])
+    }
+}
+
+/// Walk `data` (a segment's bytes) and stop at the first byte that is not a
+/// valid batch continuing the offsets from `base_offset`. Pure: no I/O.
+pub(crate) fn scan(data: &[u8], base_offset: i64, index_interval: u64) -> Scan {
+    let mut out = Scan {
+        next_offset: base_offset,
+        max_timestamp: -1,
+        index: Indexes::new(),
+        ..Default::default()
+    };
+    let mut pos = 0usize;
+    while pos < data.len() {
+        let rest = &data[pos..];
+        let stop = |reason: String| ScanStop {
+            position: pos as u64,
+            reason,
+        };
+        let view = match BatchView::parse(rest) {
+            Ok(v) => v,
+            Err(e) => {
+                let reason = if rest.iter().all(|&b| b == 0) {
+                    format!("{} zero bytes (unwritten space)", rest.len())
+                } else {
+                    e.to_string()
+                };
+                out.stop = Some(stop(reason));
+                break;
+            }
+        };
+        if view.base_offset() != out.next_offset {
+            out.stop = Some(stop(format!(
+                "batch has base offset {}, expected {}",
+                view.base_offset(),
+                out.next_offset
+            )));
+            break;
+        }
+        let rel = view.base_offset() - base_offset;
+        let Ok(rel) = u32::try_from(rel) else {
+            out.stop = Some(stop(format!("offset {} too far from segment base", view.base_offset())));
+            break;
+        };
+        if view.last_offset_delta() < 0 {
+            out.stop = Some(stop(format!("negative lastOffsetDelta {}", view.last_offset_delta())));
+            break;
+        }
+        let len = view.total_len() as u64;
+        out.index
+            .on_batch(rel, pos as u64, len, view.max_timestamp(), index_interval);
+        out.next_offset = view.last_offset() + 1;
+        out.max_timestamp = out.max_timestamp.max(view.max_timestamp());
+        out.batches += 1;
+        pos += view.total_len();
+        out.valid_len = pos as u64;
+    }
+    out
+}
+
+/// Count the batch frames in `data` (bytes after a scan stopped) that look
+/// like batches, for the recovery report. A torn or garbage remainder counts
+/// as one; zero-filled space counts as none.
+pub(crate) fn count_dropped_frames(data: &[u8]) -> u64 {
+    let mut n = 0;
+    let mut pos = 0;
+    while pos < data.len() {
+        let rest = &data[pos..];
+        if rest.iter().all(|&b| b == 0) {
+            break;
+        }
+        n += 1;
+        match peek_batch_len(rest) {
+            Some(len) if len <= rest.len() => pos += len,
+            _ => break,
+        }
+    }
+    n
+}
+
+/// One segment of a log.
+#[derive(Debug)]
+pub(crate) struct Segment {
+    pub base_offset: i64,
+    pub path: PathBuf,
+    pub file: Arc<dyn StorageFile>,
+    committed_len: AtomicU64,
+    next_offset: AtomicI64,
+    max_timestamp: AtomicI64,
+    /// Space reserved ahead of `committed_len` so far.
+    reserved_to: AtomicU64,
+    index: RwLock<Indexes>,
+}
+
+impl Segment {
+    fn from_parts(
+        base_offset: i64,
+        path: PathBuf,
+        file: Arc<dyn StorageFile>,
+        committed_len: u64,
+        next_offset: i64,
+        max_timestamp: i64,
+        index: Indexes,
+    ) -> Segment {
+        Segment {
+            base_offset,
+            path,
+            file,
+            committed_len: AtomicU64::new(committed_len),
+            next_offset: AtomicI64::new(next_offset),
+            max_timestamp: AtomicI64::new(max_timestamp),
+            reserved_to: AtomicU64::new(committed_len),
+            index: RwLock::new(index),
+        }
+    }
+
+    /// Create a new, empty segment file. The caller syncs the directory.
+    pub(crate) fn create(storage: &dyn Storage, dir: &Path, base_offset: i64) -> Result<Segment> {
+        let path = dir.join(log_file_name(base_offset));
+        let file = storage
+            .open(&path, OpenMode::Truncate)
+            .map_err(|e| Error::io("create segment", &path, e))?;
+        Ok(Segment::from_parts(
+            base_offset,
+            path,
+            file,
+            0,
+            base_offset,
+            -1,
+            Indexes::new(),
+        ))
+    }
+
+    /// A segment whose contents were just scanned (the active segment at
+    /// open, or a sealed one whose index was rebuilt).
+    pub(crate) fn from_scan(
+        base_offset: i64,
+        path: PathBuf,
+        file: Arc<dyn StorageFile>,
+        scan: Scan,
+    ) -> Segment {
+        Segment::from_parts(
+            base_offset,
+            path,
+            file,
+            scan.valid_len,
+            scan.next_offset,
+            scan.max_timestamp,
+            scan.index,
+        )
+    }
+
+    /// Open a sealed segment from its index files, trusting its length.
+    /// Returns `None` when the index files are missing or in doubt (the caller
+    /// then scans and rebuilds).
+    pub(crate) fn open_sealed_from_index(
+        storage: &dyn Storage,
+        base_offset: i64,
+        path: PathBuf,
+        file: Arc<dyn StorageFile>,
+        next_offset: i64,
+    ) -> Option<Segment> {
+        let len = file.len().ok()?;
+        let read = |ext: &str| -> Option<Vec<u8>> {
+            let p = path.with_extension(ext);
+            let f = storage.open(&p, OpenMode::Existing).ok()?;
+            crate::storage::read_all(f.as_ref()).ok()
+        };
+        let offsets_raw = read("index")?;
+        let times_raw = read("timeindex")?;
+        if offsets_raw.len() % OFFSET_ENTRY_LEN != 0 || times_raw.len() % TIME_ENTRY_LEN != 0 {
+            return None;
+        }
+        let offsets = decode_offset_index(&offsets_raw);
+        let mut times = decode_time_index(&times_raw);
+        let span = u32::try_from(next_offset.checked_sub(base_offset)?).ok()?;
+        // Structure: strictly increasing, inside the file and the offset span.
+        let offsets_ok = offsets.windows(2).all(|w| {
+            w[0].relative_offset < w[1].relative_offset && w[0].position < w[1].position
+        }) && offsets
+            .last()
+            .is_none_or(|e| u64::from(e.position) < len && e.relative_offset < span);
+        let times_ok = times.windows(2).all(|w| {
+            w[0].timestamp <= w[1].timestamp && w[0].relative_offset < w[1].relative_offset
+        });
+        // The sentinel must close the segment exactly where the next begins.
+        let sentinel = times.pop()?;
+        if !offsets_ok || !times_ok || sentinel.relative_offset != span || len == 0 {
+            return None;
+        }
+        let mut index = Indexes::new();
+        index.offsets = offsets;
+        index.times = times;
+        index.max_timestamp = sentinel.timestamp;
+        Some(Segment::from_parts(
+            base_offset,
+            path,
+            file,
+            len,
+            next_offset,
+            sentinel.timestamp,
+            index,
+        ))
+    }
+
+    pub(crate) fn committed_len(&self) -> u64 {
+        self.committed_len.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn next_offset(&self) -> i64 {
+        self.next_offset.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn max_timestamp(&self) -> i64 {
+        self.max_timestamp.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn index_path(&self) -> PathBuf {
+        self.path.with_extension("index")
+    }
+
+    pub(crate) fn time_index_path(&self) -> PathBuf {
+        self.path.with_extension("timeindex")
+    }
+
+    /// Append one batch whose base offset is already set (writer only).
+    /// `parts` are written back to back (the batch may arrive in two pieces so
+    /// that its base offset need not be copied into a fresh buffer).
+    pub(crate) fn append(
+        &self,
+        parts: &[&[u8]],
+        base_offset: i64,
+        last_offset: i64,
+        max_timestamp: i64,
+        index_interval: u64,
+        preallocate: u64,
+    ) -> Result<()> {
+        let pos = self.committed_len();
+        let len: u64 = parts.iter().map(|p| p.len() as u64).sum();
+        let end = pos + len;
+        if preallocate > 0 && end > self.reserved_to.load(Ordering::Relaxed) {
+            let to = end.div_ceil(preallocate) * preallocate;
+            self.file
+                .preallocate(pos, to - pos)
+                .map_err(|e| Error::io("preallocate segment", &self.path, e))?;
+            self.reserved_to.store(to, Ordering::Relaxed);
+        }
+        // Write the later parts first, the first part (holding the header
+        // start) last: a crash in between leaves a batch whose header does not
+        // match, which recovery cuts like any torn write.
+        let mut at = end;
+        for part in parts.iter().rev() {
+            at -= part.len() as u64;
+            self.file
+                .write_at(part, at)
+                .map_err(|e| Error::io("write segment", &self.path, e))?;
+        }
+        let rel = u32::try_from(base_offset - self.base_offset).unwrap_or(u32::MAX);
+        self.index
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .on_batch(rel, pos, len, max_timestamp, index_interval);
+        self.max_timestamp.fetch_max(max_timestamp, Ordering::AcqRel);
+        self.next_offset.store(last_offset + 1, Ordering::Release);
+        // Publishing the length last makes the batch visible to readers whole.
+        self.committed_len.store(end, Ordering::Release);
+        Ok(())
+    }
+
+    /// Seal: cut the file to its exact length, persist the indexes, fsync.
+    pub(crate) fn seal(&self, storage: &dyn Storage) -> Result<()> {
+        let len = self.committed_len();
+        self.file
+            .set_len(len)
+            .map_err(|e| Error::io("truncate sealed segment", &self.path, e))?;
+        self.write_indexes(storage)?;
+        self.file
+            .sync_all()
+            .map_err(|e| Error::io("fsync sealed segment", &self.path, e))?;
+        Ok(())
+    }
+
+    /// Write (replace) the `.index` and `.timeindex` files and fsync them.
+    pub(crate) fn write_indexes(&self, storage: &dyn Storage) -> Result<()> {
+        let (offsets, times) = {
+            let idx = self.index.read().unwrap_or_else(PoisonError::into_inner);
+            let mut offsets = Vec::with_capacity(idx.offsets.len() * OFFSET_ENTRY_LEN);
+            for e in &idx.offsets {
+                offsets.extend_from_slice(&e.encode());
+            }
+            let mut times = Vec::with_capacity((idx.times.len() + 1) * TIME_ENTRY_LEN);
+            for e in &idx.times {
+                times.extend_from_slice(&e.encode());
+            }
+            let span = u32::try_from(self.next_offset() - self.base_offset).unwrap_or(u32::MAX);
+            let sentinel = TimeIndexEntry {
+                timestamp: self.max_timestamp().max(idx.max_timestamp),
+                relative_offset: span,
+            };
+            times.extend_from_slice(&sentinel.encode());
+            (offsets, times)
+        };
+        for (path, bytes) in [(self.index_path(), offsets), (self.time_index_path(), times)] {
+            let f = storage
+                .open(&path, OpenMode::Truncate)
+                .map_err(|e| Error::io("create index", &path, e))?;
+            f.write_at(&bytes, 0)
+                .map_err(|e| Error::io("write index", &path, e))?;
+            f.sync_all()
+                .map_err(|e| Error::io("fsync index", &path, e))?;
+        }
+        Ok(())
+    }
+
+    /// The committed bytes from `position` on, zero-copy.
+    pub(crate) fn bytes_from(&self, position: u64) -> Result<Bytes> {
+        let end = self.committed_len();
+        let len = usize::try_from(end.saturating_sub(position)).unwrap_or(usize::MAX);
+        self.file
+            .read_bytes(position, len)
+            .map_err(|e| Error::io("read segment", &self.path, e))
+    }
+
+    /// Find the batch holding `offset` (which must lie in this segment's
+    /// range) and return its position and the bytes from there on.
+    pub(crate) fn locate(&self, offset: i64, index_interval: u64) -> Result<(u64, Bytes)> {
+        let rel = u32::try_from(offset - self.base_offset).unwrap_or(u32::MAX);
+        let hint = self
+            .index
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .floor(rel);
+        let start = hint.map_or(0, |e| u64::from(e.position));
+        let data = self.bytes_from(start)?;
+        if let Some(e) = hint {
+            // Pair check: the entry must point at the batch it names.
+            let expected = self.base_offset + i64::from(e.relative_offset);
+            let ok = BatchView::parse_header_only(&data).is_ok_and(|v| v.base_offset() == expected);
+            if !ok {
+                tracing::warn!(
+                    segment = %self.path.display(),
+                    position = e.position,
+                    "offset index disagrees with the segment; rebuilding it"
+                );
+                self.rebuild_index(index_interval)?;
+                return self.locate_by_scan(offset, 0, self.bytes_from(0)?);
+            }
+        }
+        self.locate_by_scan(offset, start, data)
+    }
+
+    fn locate_by_scan(&self, offset: i64, start: u64, data: Bytes) -> Result<(u64, Bytes)> {
+        let mut pos = 0usize;
+        while pos < data.len() {
+            let view = BatchView::parse_header_only(&data[pos..]).map_err(|e| {
+                Error::corrupt(&self.path, start + pos as u64, e.to_string())
+            })?;
+            if view.last_offset() >= offset {
+                return Ok((start + pos as u64, data.slice(pos..)));
+            }
+            pos += view.total_len();
+        }
+        Ok((start + data.len() as u64, Bytes::new()))
+    }
+
+    /// Rebuild the in-memory indexes by scanning the committed bytes.
+    pub(crate) fn rebuild_index(&self, index_interval: u64) -> Result<()> {
+        let data = self.bytes_from(0)?;
+        let scan = scan(&data, self.base_offset, index_interval);
+        if let Some(stop) = scan.stop {
+            return Err(Error::corrupt(&self.path, stop.position, stop.reason));
+        }
+        *self.index.write().unwrap_or_else(PoisonError::into_inner) = scan.index;
+        Ok(())
+    }
+
+    /// Start position of the first batch whose max timestamp is `>= ts`, or
+    /// `None` if there is none in this segment.
+    pub(crate) fn time_lookup_start(&self, ts: i64) -> u64 {
+        let idx = self.index.read().unwrap_or_else(PoisonError::into_inner);
+        let i = idx.times.partition_point(|e| e.timestamp < ts);
+        match i.checked_sub(1).map(|i| idx.times[i]) {
+            None => 0,
+            Some(e) => idx.floor(e.relative_offset).map_or(0, |o| u64::from(o.position)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::{BatchBuilder, set_base_offset};
+
+    fn batch(base: i64, n: usize, ts: i64) -> Vec<u8> {
+        let mut b = BatchBuilder::new();
+        for i in 0..n {
+            b.push(ts + i as i64, None, Some(&[7u8; 100]), &[]);
+        }
+        let mut bytes = b.build();
+        set_base_offset(&mut bytes, base).unwrap();
+        bytes
+    }
+
+    #[test]
+    fn file_names_round_trip() {
+        assert_eq!(log_file_name(42), "00000000000000000042.log");
+        assert_eq!(parse_file_name("00000000000000000042.log"), Some((42, "log")));
+        assert_eq!(parse_file_name("00000000000000000042.index"), Some((42, "index")));
+        assert_eq!(parse_file_name("0000000000000000042.log"), None);
+        assert_eq!(parse_file_name("0000000000000000004x.log"), None);
+        assert_eq!(parse_file_name("x"), None);
+    }
+
+    #[test]
+    fn scan_stops_at_garbage_zeros_and_offset_gaps() {
+        let mut data = batch(10, 3, 1000);
+        let first = data.len() as u64;
+        data.extend(batch(13, 2, 2000));
+        let two = data.len() as u64;
+        let s = scan(&data, 10, 4096);
+        assert!(s.stop.is_none());
+        assert_eq!((s.valid_len, s.next_offset, s.batches, s.max_timestamp), (two, 15, 2, 2001));
+
+        let mut zeros = data.clone();
+        zeros.extend([0u8; 100]);
+        let s = scan(&zeros, 10, 4096);
+        assert_eq!(s.valid_len, two);
+        assert!(s.stop.unwrap().reason.contains("zero"));
+        assert_eq!(count_dropped_frames(&zeros[two as usize..]), 0);
+
+        let mut gap = batch(10, 3, 1000);
+        gap.extend(batch(14, 2, 2000));
+        let s = scan(&gap, 10, 4096);
+        assert_eq!(s.valid_len, first);
+        assert!(s.stop.unwrap().reason.contains("expected 13"));
+
+        let s = scan(&data, 11, 4096);
+        assert_eq!(s.valid_len, 0, "first batch must start at the segment base");
+    }
+
+    #[test]
+    fn index_entries_follow_the_interval() {
+        let mut data = Vec::new();
+        let mut next = 0;
+        for i in 0..50 {
+            data.extend(batch(next, 4, 1000 * i));
+            next += 4;
+        }
+        let s = scan(&data, 0, 1024);
+        let idx = &s.index;
+        assert!(idx.offsets.len() > 5);
+        for e in &idx.offsets {
+            let v = BatchView::parse(&data[e.position as usize..]).unwrap();
+            assert_eq!(v.base_offset(), i64::from(e.relative_offset));
+        }
+        assert!(idx.times.windows(2).all(|w| w[0].timestamp <= w[1].timestamp));
+    }
+}

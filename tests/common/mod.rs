@@ -1,0 +1,78 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use oncelog::format::BatchBuilder;
+use oncelog::{Config, Log};
+
+/// A batch of `n` records whose values are `"<tag>-<i>"`, timestamps from `ts`.
+pub fn batch(tag: &str, n: usize, ts: i64) -> Vec<u8> {
+    let mut b = BatchBuilder::new();
+    for i in 0..n {
+        let v = format!("{tag}-{i}");
+        b.push(ts + i as i64, Some(tag.as_bytes()), Some(v.as_bytes()), &[]);
+    }
+    b.build()
+}
+
+/// A batch of one record whose value is `size` bytes of `fill`.
+pub fn sized_batch(size: usize, fill: u8, ts: i64) -> Vec<u8> {
+    let mut b = BatchBuilder::new();
+    b.push(ts, None, Some(&vec![fill; size]), &[]);
+    b.build()
+}
+
+/// Small segments so that tests roll often.
+pub fn small_config() -> Config {
+    Config::default()
+        .with_segment_bytes(4096)
+        .with_index_interval_bytes(256)
+        .with_durability(oncelog::Durability::Os)
+}
+
+/// Every record of the log as (offset, value).
+pub fn read_all(log: &Log) -> Vec<(i64, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut offset = log.log_start_offset();
+    while offset < log.next_offset() {
+        let batches = log.read(offset, 1 << 16).expect("read");
+        assert!(!batches.is_empty(), "read at {offset} below the end returned nothing");
+        for batch in &batches {
+            let batch = batch.expect("valid batch");
+            let view = batch.view();
+            for rec in view.records().expect("uncompressed") {
+                let rec = rec.expect("valid record");
+                let off = view.record_offset(&rec);
+                if off >= offset {
+                    out.push((off, rec.value.unwrap_or_default().to_vec()));
+                }
+            }
+            offset = view.last_offset() + 1;
+        }
+    }
+    out
+}
+
+/// Every batch's (base, last) offsets.
+pub fn batch_offsets(log: &Log) -> Vec<(i64, i64)> {
+    let mut out = Vec::new();
+    let mut offset = log.log_start_offset();
+    while offset < log.next_offset() {
+        for batch in &log.read(offset, 1 << 16).expect("read") {
+            let batch = batch.expect("valid batch");
+            out.push((batch.base_offset(), batch.last_offset()));
+            offset = batch.last_offset() + 1;
+        }
+    }
+    out
+}
+
+/// The segment files (`*.log`) of a partition directory, sorted.
+pub fn segment_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut v: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "log"))
+        .collect();
+    v.sort();
+    v
+}

@@ -1,0 +1,163 @@
+//! Durability on the simulated disk: power loss keeps every `Sync` append,
+//! failed writes and fsyncs poison the log, a full disk is an error.
+
+mod common;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use oncelog::storage::SimStorage;
+use oncelog::storage::sim::CrashMode;
+use oncelog::{Config, Durability, Store};
+
+fn open(sim: &SimStorage, cfg: Config) -> Store {
+    Store::open_with_storage("/store", cfg, Arc::new(sim.clone())).unwrap()
+}
+
+#[test]
+fn power_loss_keeps_every_sync_append_and_drops_unsynced_ones() {
+    for mode in [CrashMode::LoseUnsynced, CrashMode::RandomPages { seed: 7 }, CrashMode::RandomPages { seed: 8 }, CrashMode::KeepAll] {
+        let sim = SimStorage::new();
+        let cfg = small_config().with_durability(Durability::Sync);
+        let store = open(&sim, cfg.clone());
+        let log = store.log("t", 0).unwrap();
+        let mut acked = Vec::new();
+        for i in 0..40 {
+            let at = log.append(&batch(&format!("s{i}"), 2, i)).unwrap();
+            acked.push((at.base_offset, at.last_offset));
+        }
+        // Unsynced appends on top: may or may not survive, never partially.
+        let mut all = acked.clone();
+        for i in 0..10 {
+            let at = log.append_with(&batch(&format!("u{i}"), 3, i), Durability::Os).unwrap();
+            all.push((at.base_offset, at.last_offset));
+        }
+        // A segment roll seals (and fsyncs) what came before it.
+        let durable = log.durable_offset();
+        sim.crash(mode);
+        drop(log);
+        drop(store);
+        let store = open(&sim, cfg);
+        let log = store.log("t", 0).unwrap();
+        let got = batch_offsets(&log);
+        assert!(got.len() >= acked.len(), "{mode:?}: lost acked batches: {got:?}");
+        assert_eq!(&got[..], &all[..got.len()], "{mode:?}: survivors are a prefix");
+        if mode == CrashMode::LoseUnsynced {
+            let synced = all.iter().filter(|(_, last)| *last < durable).count();
+            assert_eq!(got.len(), synced, "exactly the synced appends survive");
+        }
+        if mode == CrashMode::KeepAll {
+            assert_eq!(got.len(), acked.len() + 10, "a process crash loses nothing");
+        }
+        let next = log.next_offset();
+        assert_eq!(log.append(&batch("after", 1, 0)).unwrap().base_offset, next);
+    }
+}
+
+#[test]
+fn a_failed_fsync_poisons_the_log_until_reopened() {
+    let sim = SimStorage::new();
+    let store = open(&sim, Config::default());
+    let log = store.log("t", 0).unwrap();
+    log.append(&batch("a", 1, 0)).unwrap();
+    sim.fail_sync_at(1);
+    let e = log.append(&batch("b", 1, 0)).unwrap_err();
+    assert_eq!(e.kind(), "io");
+    // Never retried: every later write and flush is refused.
+    for _ in 0..3 {
+        assert_eq!(log.append(&batch("c", 1, 0)).unwrap_err().kind(), "poisoned");
+        assert_eq!(log.flush().unwrap_err().kind(), "poisoned");
+    }
+    let msg = log.append(&batch("c", 1, 0)).unwrap_err().to_string();
+    assert!(msg.contains("t-0") && msg.contains("fsync"), "{msg}");
+    // Reads still work; other logs are unaffected.
+    assert_eq!(read_all(&log).len(), 2);
+    store.log("other", 0).unwrap().append(&batch("x", 1, 0)).unwrap();
+    drop(log);
+    drop(store);
+    let store = open(&sim, Config::default());
+    let log = store.log("t", 0).unwrap();
+    log.append(&batch("d", 1, 0)).unwrap();
+}
+
+#[test]
+fn a_failed_or_short_write_poisons_and_recovery_cuts_it() {
+    let sim = SimStorage::new();
+    let store = open(&sim, Config::default());
+    let log = store.log("t", 0).unwrap();
+    log.append(&batch("a", 1, 0)).unwrap();
+    sim.fail_write_at(1, 20); // a short write: 20 bytes land, then EIO
+    assert_eq!(log.append(&batch("b", 1, 0)).unwrap_err().kind(), "io");
+    assert_eq!(log.append(&batch("c", 1, 0)).unwrap_err().kind(), "poisoned");
+    assert_eq!(log.next_offset(), 1, "the failed batch was never visible");
+    drop(log);
+    drop(store);
+    sim.crash(CrashMode::KeepAll);
+    let store = open(&sim, Config::default());
+    let log = store.log("t", 0).unwrap();
+    assert_eq!(log.recovery_report().bytes_truncated, 20);
+    assert_eq!(log.next_offset(), 1);
+}
+
+#[test]
+fn a_full_disk_is_an_append_error_and_appends_resume_after() {
+    let sim = SimStorage::new();
+    let store = open(&sim, small_config());
+    let log = store.log("t", 0).unwrap();
+    log.append(&batch("a", 1, 0)).unwrap();
+    sim.set_space_left(Some(10));
+    let e = log.append(&sized_batch(500, 1, 0)).unwrap_err();
+    assert_eq!(e.kind(), "io");
+    assert!(e.to_string().contains("No space left"), "{e}");
+    assert_eq!(read_all(&log).len(), 1, "the log stays readable");
+    sim.set_space_left(None);
+    drop(log);
+    drop(store);
+    let store = open(&sim, small_config());
+    let log = store.log("t", 0).unwrap();
+    assert_eq!(log.append(&batch("b", 1, 0)).unwrap().base_offset, 1);
+}
+
+#[test]
+fn interval_durability_is_flushed_in_the_background() {
+    let sim = SimStorage::new();
+    let cfg = Config::default().with_durability(Durability::Interval(Duration::from_millis(20)));
+    let store = open(&sim, cfg.clone());
+    let log = store.log("t", 0).unwrap();
+    for i in 0..5 {
+        log.append(&batch("i", 1, i)).unwrap();
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while log.durable_offset() < 5 {
+        assert!(std::time::Instant::now() < deadline, "background flush never came");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    sim.crash(CrashMode::LoseUnsynced);
+    drop(log);
+    drop(store);
+    let store = open(&sim, cfg);
+    assert_eq!(store.log("t", 0).unwrap().next_offset(), 5);
+}
+
+#[test]
+fn explicit_flush_makes_os_appends_durable() {
+    let sim = SimStorage::new();
+    let cfg = Config::default().with_durability(Durability::Os);
+    let store = open(&sim, cfg.clone());
+    let log = store.log("t", 0).unwrap();
+    for i in 0..5 {
+        log.append(&batch("o", 1, i)).unwrap();
+    }
+    assert_eq!(log.durable_offset(), 0);
+    log.flush().unwrap();
+    assert_eq!(log.durable_offset(), 5);
+    log.append(&batch("lost", 1, 9)).unwrap();
+    sim.crash(CrashMode::LoseUnsynced);
+    drop(log);
+    drop(store);
+    let store = open(&sim, cfg);
+    assert_eq!(store.log("t", 0).unwrap().next_offset(), 5);
+    let _ = Path::new("/");
+}

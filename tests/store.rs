@@ -1,0 +1,108 @@
+//! The store: locking, topic names, many partitions, handles and closing.
+
+mod common;
+
+use common::*;
+use oncelog::{Config, Store};
+
+#[test]
+fn a_second_opener_is_refused_until_the_first_closes() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), Config::default()).unwrap();
+    let err = Store::open(dir.path(), Config::default()).unwrap_err();
+    assert_eq!(err.kind(), "locked");
+    assert!(err.to_string().contains(&dir.path().display().to_string()));
+    drop(store);
+    Store::open(dir.path(), Config::default()).unwrap();
+}
+
+#[test]
+fn a_second_process_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let _store = Store::open(dir.path(), Config::default()).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_oncelog"))
+        .args(["dump", dir.path().to_str().unwrap(), "t", "0"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(stdout.starts_with("{\"error\": \"locked\""), "{stdout}");
+}
+
+#[test]
+fn bad_topic_names_are_rejected_without_touching_the_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), Config::default()).unwrap();
+    let long = "x".repeat(250);
+    for bad in ["", ".", "..", "../escape", "a/b", "/abs", "a b", "naïve", long.as_str()] {
+        let err = store.log(bad, 0).unwrap_err();
+        assert_eq!(err.kind(), "invalid_topic", "{bad:?}");
+    }
+    let names: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, vec![std::ffi::OsString::from(".lock")]);
+    assert!(!dir.path().parent().unwrap().join("escape-0").exists());
+    store.log(&"y".repeat(249), 0).unwrap();
+    store.log("a.b_c-d", 7).unwrap();
+    assert!(dir.path().join("a.b_c-d-7").is_dir());
+}
+
+#[test]
+fn many_partitions_reopen_with_their_data() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = Store::open(dir.path(), small_config()).unwrap();
+        for p in 0..20 {
+            let log = store.log(if p % 2 == 0 { "even" } else { "odd-topic" }, p).unwrap();
+            for i in 0..=p {
+                log.append(&batch(&format!("p{p}"), 1, i64::from(i))).unwrap();
+            }
+        }
+        store.close().unwrap();
+    }
+    let store = Store::open(dir.path(), small_config()).unwrap();
+    assert_eq!(store.logs().len(), 20);
+    assert_eq!(store.recovery_reports().len(), 20);
+    for p in 0..20u32 {
+        let topic = if p % 2 == 0 { "even" } else { "odd-topic" };
+        let log = store.existing_log(topic, p).unwrap().expect("reopened");
+        assert_eq!(log.next_offset(), i64::from(p) + 1);
+    }
+    assert!(store.existing_log("even", 99).unwrap().is_none());
+}
+
+#[test]
+fn closed_store_handles_refuse_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), Config::default()).unwrap();
+    let log = store.log("t", 0).unwrap();
+    log.append(&batch("a", 1, 0)).unwrap();
+    store.close().unwrap();
+    assert_eq!(log.append(&batch("a", 1, 0)).unwrap_err().kind(), "closed");
+    // Reads of what was written still work on the old handle.
+    assert_eq!(read_all(&log).len(), 1);
+}
+
+#[test]
+fn invalid_batches_are_rejected_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), Config::default().with_max_batch_bytes(4096)).unwrap();
+    let log = store.log("t", 0).unwrap();
+    let mut b = batch("a", 2, 0);
+    let last = b.len() - 1;
+    b[last] ^= 1;
+    let e = log.append(&b).unwrap_err();
+    assert_eq!(e.kind(), "invalid_batch");
+    assert!(e.to_string().contains("t-0"), "{e}");
+    assert_eq!(log.append(&b[..30]).unwrap_err().kind(), "invalid_batch");
+    assert_eq!(log.append(b"").unwrap_err().kind(), "invalid_batch");
+    let mut two = batch("a", 1, 0);
+    two.extend(batch("b", 1, 0));
+    assert_eq!(log.append(&two).unwrap_err().kind(), "invalid_batch");
+    assert_eq!(log.append(&sized_batch(5000, 1, 0)).unwrap_err().kind(), "batch_too_large");
+    assert_eq!(log.next_offset(), 0, "nothing was written");
+    let bad = Config::default().with_segment_bytes(10);
+    assert_eq!(Store::open(dir.path().join("x"), bad).unwrap_err().kind(), "invalid_config");
+}
