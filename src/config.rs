@@ -229,7 +229,8 @@ impl Config {
         if self.index_interval_bytes == 0 {
             return bad("index_interval_bytes", "must be positive".into());
         }
-        if self.max_batch_bytes < crate::format::HEADER_LEN || self.max_batch_bytes > i32::MAX as usize
+        if self.max_batch_bytes < crate::format::HEADER_LEN
+            || self.max_batch_bytes > i32::MAX as usize
         {
             return bad(
                 "max_batch_bytes",
@@ -242,10 +243,13 @@ impl Config {
                 format!("{} is above 1 GiB", self.preallocate_bytes),
             );
         }
-        if let Durability::Interval(d) = self.durability {
-            if d.is_zero() {
-                return bad("durability", "Interval(0) is not an interval; use Sync".into());
-            }
+        if let Durability::Interval(d) = self.durability
+            && d.is_zero()
+        {
+            return bad(
+                "durability",
+                "Interval(0) is not an interval; use Sync".into(),
+            );
         }
         if self.retention_check_interval.is_zero() {
             return bad("retention_check_interval", "must be positive".into());

@@ -131,7 +131,11 @@ impl Error {
         }
     }
 
-    pub(crate) fn corrupt(path: impl Into<PathBuf>, position: u64, detail: impl Into<String>) -> Error {
+    pub(crate) fn corrupt(
+        path: impl Into<PathBuf>,
+        position: u64,
+        detail: impl Into<String>,
+    ) -> Error {
         Error::Corrupt {
             path: path.into(),
             position,

@@ -160,7 +160,12 @@ impl Log {
         } else {
             tracing::debug!(log = %name, ?report, "opened log");
         }
-        let active = Arc::clone(recovered.segments.last().expect("recovery leaves a segment"));
+        let active = Arc::clone(
+            recovered
+                .segments
+                .last()
+                .expect("recovery leaves a segment"),
+        );
         let next = active.next_offset();
         let inner = LogInner {
             topic,
@@ -298,10 +303,11 @@ impl Log {
             return Err(self.invalid(FormatErrorKind::EmptyBatch, 23));
         }
         if self.inner.config.validate_records {
-            view.validate_records().map_err(|source| Error::InvalidBatch {
-                log: self.inner.name.clone(),
-                source,
-            })?;
+            view.validate_records()
+                .map_err(|source| Error::InvalidBatch {
+                    log: self.inner.name.clone(),
+                    source,
+                })?;
         }
         Ok(view)
     }
@@ -359,7 +365,14 @@ impl Log {
                 scratch[..8].copy_from_slice(&offset_bytes);
                 active.append(&[scratch], base, last, max_ts, interval, prealloc)
             } else {
-                active.append(&[&offset_bytes, &batch[8..]], base, last, max_ts, interval, prealloc)
+                active.append(
+                    &[&offset_bytes, &batch[8..]],
+                    base,
+                    last,
+                    max_ts,
+                    interval,
+                    prealloc,
+                )
             }
         })?;
         inner.next_offset.store(last + 1, Ordering::Release);
@@ -402,7 +415,10 @@ impl Log {
             .sync_dir(&inner.dir)
             .map_err(|e| Error::io("fsync directory", &inner.dir, e))?;
         {
-            let mut segs = inner.segments.write().unwrap_or_else(PoisonError::into_inner);
+            let mut segs = inner
+                .segments
+                .write()
+                .unwrap_or_else(PoisonError::into_inner);
             let mut v = Vec::with_capacity(segs.len() + 1);
             v.extend(segs.iter().cloned());
             v.push(Arc::clone(&new));
@@ -440,7 +456,10 @@ impl Log {
                 });
             }
             if st.syncing {
-                st = inner.sync_cv.wait(st).unwrap_or_else(PoisonError::into_inner);
+                st = inner
+                    .sync_cv
+                    .wait(st)
+                    .unwrap_or_else(PoisonError::into_inner);
                 continue;
             }
             st.syncing = true;
@@ -448,7 +467,10 @@ impl Log {
             // Everything written before this point is covered by the fsync.
             let (target, active) = {
                 let w = lock(&inner.writer);
-                (inner.next_offset.load(Ordering::Acquire), Arc::clone(&w.active))
+                (
+                    inner.next_offset.load(Ordering::Acquire),
+                    Arc::clone(&w.active),
+                )
             };
             let result = active
                 .file
@@ -491,7 +513,13 @@ impl Log {
     }
 
     pub(crate) fn segments(&self) -> Arc<Vec<Arc<Segment>>> {
-        Arc::clone(&self.inner.segments.read().unwrap_or_else(PoisonError::into_inner))
+        Arc::clone(
+            &self
+                .inner
+                .segments
+                .read()
+                .unwrap_or_else(PoisonError::into_inner),
+        )
     }
 
     pub(crate) fn mark_closed(&self) {
@@ -536,7 +564,11 @@ impl Log {
             let mut end = 0usize;
             while end < data.len() {
                 let Some(len) = peek_batch_len(&data[end..]) else {
-                    return Err(Error::corrupt(&seg.path, position + end as u64, "unreadable batch length"));
+                    return Err(Error::corrupt(
+                        &seg.path,
+                        position + end as u64,
+                        "unreadable batch length",
+                    ));
                 };
                 if end > 0 && end + len > max_bytes {
                     break;
@@ -635,7 +667,10 @@ impl Log {
         write_log_start(inner.storage.as_ref(), &inner.dir, new_start)?;
         inner.log_start.store(new_start, Ordering::Release);
         {
-            let mut list = inner.segments.write().unwrap_or_else(PoisonError::into_inner);
+            let mut list = inner
+                .segments
+                .write()
+                .unwrap_or_else(PoisonError::into_inner);
             *list = Arc::new(segs[delete..].to_vec());
         }
         for seg in &segs[..delete] {
@@ -755,12 +790,7 @@ impl Iterator for BatchIter<'_> {
             }
             Err(e) => {
                 self.done = true;
-                let path = self
-                    .batches
-                    .path
-                    .as_deref()
-                    .cloned()
-                    .unwrap_or_default();
+                let path = self.batches.path.as_deref().cloned().unwrap_or_default();
                 Some(Err(Error::corrupt(
                     path,
                     self.batches.position + self.pos as u64 + e.position as u64,

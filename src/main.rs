@@ -116,7 +116,11 @@ fn base64(data: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
     for chunk in data.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         for i in 0..4 {
             if i <= chunk.len() {
@@ -145,7 +149,9 @@ fn parse_args(args: &[String], known_flags: &[&str]) -> Result<Args, Failure> {
             let (name, value) = match name.split_once('=') {
                 Some((n, v)) => (n.to_string(), v.to_string()),
                 None => {
-                    let v = it.next().ok_or_else(|| usage(format!("--{name} needs a value")))?;
+                    let v = it
+                        .next()
+                        .ok_or_else(|| usage(format!("--{name} needs a value")))?;
                     (name.to_string(), v.clone())
                 }
             };
@@ -162,7 +168,11 @@ fn parse_args(args: &[String], known_flags: &[&str]) -> Result<Args, Failure> {
 
 impl Args {
     fn flag(&self, name: &str) -> Option<&str> {
-        self.flags.iter().rev().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+        self.flags
+            .iter()
+            .rev()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
     }
 
     fn expect_positional(&self, names: &[&str]) -> Result<(), Failure> {
@@ -178,7 +188,8 @@ impl Args {
 }
 
 fn parse_num<T: std::str::FromStr>(what: &str, s: &str) -> Result<T, Failure> {
-    s.parse().map_err(|_| usage(format!("{what} must be a number, got {s:?}")))
+    s.parse()
+        .map_err(|_| usage(format!("{what} must be a number, got {s:?}")))
 }
 
 // ---- commands ----------------------------------------------------------
@@ -197,9 +208,16 @@ fn produce(args: &[String]) -> Result<(), Failure> {
     let durability = match a.flag("durability").unwrap_or("sync") {
         "sync" => Durability::Sync,
         "os" => Durability::Os,
-        other => return Err(usage(format!("--durability must be sync or os, got {other:?}"))),
+        other => {
+            return Err(usage(format!(
+                "--durability must be sync or os, got {other:?}"
+            )));
+        }
     };
-    let store = Store::open(&a.positional[0], Config::default().with_durability(durability))?;
+    let store = Store::open(
+        &a.positional[0],
+        Config::default().with_durability(durability),
+    )?;
     let log = store.log(&a.positional[1], partition)?;
     let clock = SystemClock;
     let stdin = io::stdin();
@@ -327,7 +345,10 @@ fn dump(args: &[String]) -> Result<(), Failure> {
                     ("timestamp", J::I(view.record_timestamp(&rec))),
                     ("key", encode_field(rec.key, utf8)),
                     ("value", encode_field(rec.value, utf8)),
-                    ("encoding", J::S(if utf8 { "utf8" } else { "base64" }.into())),
+                    (
+                        "encoding",
+                        J::S(if utf8 { "utf8" } else { "base64" }.into()),
+                    ),
                 ];
                 if !headers.is_empty() {
                     let hs: Vec<String> = headers
@@ -398,12 +419,21 @@ fn verify(args: &[String]) -> Result<(), Failure> {
             .count();
         Err(Failure {
             kind: "corrupt".into(),
-            message: format!("{errors} problem(s) found; the first: {}", report
-                .problems
-                .iter()
-                .find(|p| p.severity == oncelog::Severity::Error)
-                .map(|p| format!("{} at byte {} of {}: {}", p.kind, p.position, p.path.display(), p.detail))
-                .unwrap_or_default()),
+            message: format!(
+                "{errors} problem(s) found; the first: {}",
+                report
+                    .problems
+                    .iter()
+                    .find(|p| p.severity == oncelog::Severity::Error)
+                    .map(|p| format!(
+                        "{} at byte {} of {}: {}",
+                        p.kind,
+                        p.position,
+                        p.path.display(),
+                        p.detail
+                    ))
+                    .unwrap_or_default()
+            ),
             usage: false,
         })
     }
@@ -420,11 +450,19 @@ fn demo(args: &[String]) -> Result<(), Failure> {
         let mut b = BatchBuilder::new();
         for j in 0..n {
             let value = format!("order {i}.{j}");
-            b.push(clock.now_ms(), Some(format!("k{}", i % 7).as_bytes()), Some(value.as_bytes()), &[]);
+            b.push(
+                clock.now_ms(),
+                Some(format!("k{}", i % 7).as_bytes()),
+                Some(value.as_bytes()),
+                &[],
+            );
         }
         b.build()
     };
-    emit(&obj(&[("step", J::S("open".into())), ("dir", J::S(dir.display().to_string()))]))?;
+    emit(&obj(&[
+        ("step", J::S("open".into())),
+        ("dir", J::S(dir.display().to_string())),
+    ]))?;
 
     // 1. Appends, durable on return, rolling small segments.
     let store = Store::open(&dir, config.clone())?;
@@ -487,7 +525,8 @@ fn demo(args: &[String]) -> Result<(), Failure> {
     names.sort();
     let last = partition_dir.join(names.last().ok_or_else(|| usage("no segment"))?);
     let mut torn = make_batch(9999, 20);
-    oncelog::format::set_base_offset(&mut torn, end_before_crash).map_err(|e| usage(e.to_string()))?;
+    oncelog::format::set_base_offset(&mut torn, end_before_crash)
+        .map_err(|e| usage(e.to_string()))?;
     torn.truncate(torn.len() / 2);
     torn.extend_from_slice(b"\xde\xad\xbe\xef garbage");
     {
@@ -510,7 +549,10 @@ fn demo(args: &[String]) -> Result<(), Failure> {
         ("step", J::S("recover".into())),
         ("bytes_truncated", J::U(r.bytes_truncated)),
         ("batches_dropped", J::U(r.batches_dropped)),
-        ("reason", J::S(r.truncation_reason.clone().unwrap_or_default())),
+        (
+            "reason",
+            J::S(r.truncation_reason.clone().unwrap_or_default()),
+        ),
         ("next_offset", J::I(r.next_offset)),
         ("segments", J::U(r.segments as u64)),
         ("micros", J::U(r.duration.as_micros() as u64)),
@@ -543,7 +585,10 @@ fn demo(args: &[String]) -> Result<(), Failure> {
         ("records", J::U(records)),
         ("first_offset", J::I(log.log_start_offset())),
         ("last_offset", J::I(offset - 1)),
-        ("intact", J::B(offset == end_before_crash && records == 1400)),
+        (
+            "intact",
+            J::B(offset == end_before_crash && records == 1400),
+        ),
     ]))?;
 
     // 6. Appends go on at the right offset.
@@ -591,7 +636,10 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {
-            let _ = emit(&obj(&[("error", J::S(f.kind)), ("message", J::S(f.message))]));
+            let _ = emit(&obj(&[
+                ("error", J::S(f.kind)),
+                ("message", J::S(f.message)),
+            ]));
             ExitCode::from(if f.usage { 2 } else { 1 })
         }
     }

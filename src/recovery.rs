@@ -74,7 +74,11 @@ fn remove(storage: &dyn Storage, path: &Path) -> Result<()> {
 
 fn remove_segment_files(storage: &dyn Storage, dir: &Path, base: i64) -> Result<()> {
     let log = dir.join(log_file_name(base));
-    for path in [log.clone(), log.with_extension("index"), log.with_extension("timeindex")] {
+    for path in [
+        log.clone(),
+        log.with_extension("index"),
+        log.with_extension("timeindex"),
+    ] {
         match storage.remove_file(&path) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -103,7 +107,12 @@ pub(crate) fn write_log_start(storage: &dyn Storage, dir: &Path, offset: i64) ->
         .map_err(|e| Error::io("fsync directory", dir, e))
 }
 
-fn scan_file(file: &dyn StorageFile, path: &Path, base: i64, interval: u64) -> Result<(Scan, bytes::Bytes)> {
+fn scan_file(
+    file: &dyn StorageFile,
+    path: &Path,
+    base: i64,
+    interval: u64,
+) -> Result<(Scan, bytes::Bytes)> {
     let len = file.len().map_err(|e| Error::io("stat segment", path, e))?;
     let len = usize::try_from(len).map_err(|_| Error::corrupt(path, 0, "segment too large"))?;
     let data = file
@@ -147,7 +156,8 @@ pub(crate) fn recover(storage: &dyn Storage, dir: &Path, config: &Config) -> Res
     let start_path = dir.join(LOG_START_FILE);
     let mut log_start = match storage.open(&start_path, OpenMode::Existing) {
         Ok(f) => {
-            let raw = read_all(f.as_ref()).map_err(|e| Error::io("read log start file", &start_path, e))?;
+            let raw = read_all(f.as_ref())
+                .map_err(|e| Error::io("read log start file", &start_path, e))?;
             match decode_log_start(&raw) {
                 Some(v) => v,
                 None => {
@@ -191,14 +201,18 @@ pub(crate) fn recover(storage: &dyn Storage, dir: &Path, config: &Config) -> Res
         let is_last = i + 1 == bases.len();
         if !is_last {
             let next = bases[i + 1];
-            if config.recovery_mode == RecoveryMode::TolerateTailCorruption {
-                if let Some(seg) =
-                    Segment::open_sealed_from_index(storage, base, path.clone(), Arc::clone(&file), next)
-                {
-                    segments.push(Arc::new(seg));
-                    i += 1;
-                    continue;
-                }
+            if config.recovery_mode == RecoveryMode::TolerateTailCorruption
+                && let Some(seg) = Segment::open_sealed_from_index(
+                    storage,
+                    base,
+                    path.clone(),
+                    Arc::clone(&file),
+                    next,
+                )
+            {
+                segments.push(Arc::new(seg));
+                i += 1;
+                continue;
             }
             let (scanned, data) = scan_file(file.as_ref(), &path, base, interval)?;
             let damage = match (&scanned.stop, scanned.next_offset == next) {
@@ -221,7 +235,9 @@ pub(crate) fn recover(storage: &dyn Storage, dir: &Path, config: &Config) -> Res
                     i += 1;
                     continue;
                 }
-                Some((position, reason)) if config.recovery_mode == RecoveryMode::TolerateTailCorruption => {
+                Some((position, reason))
+                    if config.recovery_mode == RecoveryMode::TolerateTailCorruption =>
+                {
                     return Err(Error::corrupt(path, position, reason));
                 }
                 Some((position, reason)) => {
@@ -266,7 +282,10 @@ pub(crate) fn recover(storage: &dyn Storage, dir: &Path, config: &Config) -> Res
         }
         // Index files of the active segment are stale by definition (left by a
         // crash between sealing and creating the next segment).
-        for p in [path.with_extension("index"), path.with_extension("timeindex")] {
+        for p in [
+            path.with_extension("index"),
+            path.with_extension("timeindex"),
+        ] {
             if storage.remove_file(&p).is_ok() {
                 dir_changed = true;
             }

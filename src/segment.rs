@@ -25,10 +25,10 @@ use std::sync::{Arc, PoisonError, RwLock};
 use bytes::Bytes;
 
 use crate::error::{Error, Result};
+use crate::format::index::{decode_offset_index, decode_time_index};
 use crate::format::{
     BatchView, OFFSET_ENTRY_LEN, OffsetIndexEntry, TIME_ENTRY_LEN, TimeIndexEntry, peek_batch_len,
 };
-use crate::format::index::{decode_offset_index, decode_time_index};
 use crate::storage::{OpenMode, Storage, StorageFile};
 
 /// File name of a segment's log file.
@@ -37,7 +37,7 @@ pub(crate) fn log_file_name(base_offset: i64) -> String {
 }
 
 /// Parse `<20 digits>.<ext>` into the base offset.
-pub(crate) fn parse_file_name<'a>(name: &'a str) -> Option<(i64, &'a str)> {
+pub(crate) fn parse_file_name(name: &str) -> Option<(i64, &str)> {
     let (stem, ext) = name.split_once('.')?;
     if stem.len() != 20 || !stem.bytes().all(|b| b.is_ascii_digit()) {
         return None;
@@ -98,7 +98,11 @@ impl Indexes {
                 relative_offset: rel_offset,
                 position,
             });
-            if self.times.last().is_none_or(|t| self.max_timestamp > t.timestamp) {
+            if self
+                .times
+                .last()
+                .is_none_or(|t| self.max_timestamp > t.timestamp)
+            {
                 self.times.push(TimeIndexEntry {
                     timestamp: self.max_timestamp,
                     relative_offset: rel_offset,
@@ -112,7 +116,9 @@ impl Indexes {
 
     /// Position of the last indexed batch at or before `rel_offset`.
     fn floor(&self, rel_offset: u32) -> Option<OffsetIndexEntry> {
-        let i = self.offsets.partition_point(|e| e.relative_offset <= rel_offset);
+        let i = self
+            .offsets
+            .partition_point(|e| e.relative_offset <= rel_offset);
         i.checked_sub(1).map(|i| self.offsets[i])
     }
 }
@@ -155,11 +161,17 @@ pub(crate) fn scan(data: &[u8], base_offset: i64, index_interval: u64) -> Scan {
         }
         let rel = view.base_offset() - base_offset;
         let Ok(rel) = u32::try_from(rel) else {
-            out.stop = Some(stop(format!("offset {} too far from segment base", view.base_offset())));
+            out.stop = Some(stop(format!(
+                "offset {} too far from segment base",
+                view.base_offset()
+            )));
             break;
         };
         if view.last_offset_delta() < 0 {
-            out.stop = Some(stop(format!("negative lastOffsetDelta {}", view.last_offset_delta())));
+            out.stop = Some(stop(format!(
+                "negative lastOffsetDelta {}",
+                view.last_offset_delta()
+            )));
             break;
         }
         let len = view.total_len() as u64;
@@ -291,11 +303,12 @@ impl Segment {
         let mut times = decode_time_index(&times_raw);
         let span = u32::try_from(next_offset.checked_sub(base_offset)?).ok()?;
         // Structure: strictly increasing, inside the file and the offset span.
-        let offsets_ok = offsets.windows(2).all(|w| {
-            w[0].relative_offset < w[1].relative_offset && w[0].position < w[1].position
-        }) && offsets
-            .last()
-            .is_none_or(|e| u64::from(e.position) < len && e.relative_offset < span);
+        let offsets_ok = offsets
+            .windows(2)
+            .all(|w| w[0].relative_offset < w[1].relative_offset && w[0].position < w[1].position)
+            && offsets
+                .last()
+                .is_none_or(|e| u64::from(e.position) < len && e.relative_offset < span);
         let times_ok = times.windows(2).all(|w| {
             w[0].timestamp <= w[1].timestamp && w[0].relative_offset < w[1].relative_offset
         });
@@ -376,7 +389,8 @@ impl Segment {
             .write()
             .unwrap_or_else(PoisonError::into_inner)
             .on_batch(rel, pos, len, max_timestamp, index_interval);
-        self.max_timestamp.fetch_max(max_timestamp, Ordering::AcqRel);
+        self.max_timestamp
+            .fetch_max(max_timestamp, Ordering::AcqRel);
         self.next_offset.store(last_offset + 1, Ordering::Release);
         // Publishing the length last makes the batch visible to readers whole.
         self.committed_len.store(end, Ordering::Release);
@@ -416,7 +430,10 @@ impl Segment {
             times.extend_from_slice(&sentinel.encode());
             (offsets, times)
         };
-        for (path, bytes) in [(self.index_path(), offsets), (self.time_index_path(), times)] {
+        for (path, bytes) in [
+            (self.index_path(), offsets),
+            (self.time_index_path(), times),
+        ] {
             let f = storage
                 .open(&path, OpenMode::Truncate)
                 .map_err(|e| Error::io("create index", &path, e))?;
@@ -468,9 +485,8 @@ impl Segment {
     fn locate_by_scan(&self, offset: i64, start: u64, data: Bytes) -> Result<(u64, Bytes)> {
         let mut pos = 0usize;
         while pos < data.len() {
-            let view = BatchView::parse_header_only(&data[pos..]).map_err(|e| {
-                Error::corrupt(&self.path, start + pos as u64, e.to_string())
-            })?;
+            let view = BatchView::parse_header_only(&data[pos..])
+                .map_err(|e| Error::corrupt(&self.path, start + pos as u64, e.to_string()))?;
             if view.last_offset() >= offset {
                 return Ok((start + pos as u64, data.slice(pos..)));
             }
@@ -497,7 +513,9 @@ impl Segment {
         let i = idx.times.partition_point(|e| e.timestamp < ts);
         match i.checked_sub(1).map(|i| idx.times[i]) {
             None => 0,
-            Some(e) => idx.floor(e.relative_offset).map_or(0, |o| u64::from(o.position)),
+            Some(e) => idx
+                .floor(e.relative_offset)
+                .map_or(0, |o| u64::from(o.position)),
         }
     }
 }
@@ -520,8 +538,14 @@ mod tests {
     #[test]
     fn file_names_round_trip() {
         assert_eq!(log_file_name(42), "00000000000000000042.log");
-        assert_eq!(parse_file_name("00000000000000000042.log"), Some((42, "log")));
-        assert_eq!(parse_file_name("00000000000000000042.index"), Some((42, "index")));
+        assert_eq!(
+            parse_file_name("00000000000000000042.log"),
+            Some((42, "log"))
+        );
+        assert_eq!(
+            parse_file_name("00000000000000000042.index"),
+            Some((42, "index"))
+        );
         assert_eq!(parse_file_name("0000000000000000042.log"), None);
         assert_eq!(parse_file_name("0000000000000000004x.log"), None);
         assert_eq!(parse_file_name("x"), None);
@@ -535,7 +559,10 @@ mod tests {
         let two = data.len() as u64;
         let s = scan(&data, 10, 4096);
         assert!(s.stop.is_none());
-        assert_eq!((s.valid_len, s.next_offset, s.batches, s.max_timestamp), (two, 15, 2, 2001));
+        assert_eq!(
+            (s.valid_len, s.next_offset, s.batches, s.max_timestamp),
+            (two, 15, 2, 2001)
+        );
 
         let mut zeros = data.clone();
         zeros.extend([0u8; 100]);
@@ -569,6 +596,10 @@ mod tests {
             let v = BatchView::parse(&data[e.position as usize..]).unwrap();
             assert_eq!(v.base_offset(), i64::from(e.relative_offset));
         }
-        assert!(idx.times.windows(2).all(|w| w[0].timestamp <= w[1].timestamp));
+        assert!(
+            idx.times
+                .windows(2)
+                .all(|w| w[0].timestamp <= w[1].timestamp)
+        );
     }
 }

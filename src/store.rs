@@ -9,8 +9,8 @@
 //! - A background thread performs interval flushes and periodic retention;
 //!   it holds only a weak reference and stops when the store is dropped.
 
-use std::collections::BTreeMap;
 use std::any::Any;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock, Weak};
@@ -88,7 +88,9 @@ struct StoreInner {
 
 impl std::fmt::Debug for StoreInner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store").field("dir", &self.dir).finish_non_exhaustive()
+        f.debug_struct("Store")
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
     }
 }
 
@@ -227,7 +229,10 @@ impl Store {
     pub fn existing_log(&self, topic: &str, partition: u32) -> Result<Option<Log>> {
         validate_topic(topic)?;
         self.check_open()?;
-        Ok(self.read_logs().get(&(topic.to_string(), partition)).cloned())
+        Ok(self
+            .read_logs()
+            .get(&(topic.to_string(), partition))
+            .cloned())
     }
 
     /// Every log in the store, ordered by topic and partition.
@@ -269,7 +274,10 @@ impl Store {
     }
 
     fn read_logs(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<(String, u32), Log>> {
-        self.inner.logs.read().unwrap_or_else(PoisonError::into_inner)
+        self.inner
+            .logs
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     fn shutdown(&mut self) {
@@ -278,7 +286,12 @@ impl Store {
             log.mark_closed();
         }
         {
-            let mut st = self.inner.waker.state.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut st = self
+                .inner
+                .waker
+                .state
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
             st.stop = true;
         }
         self.inner.waker.cv.notify_all();
@@ -300,7 +313,8 @@ fn background_loop(store: Weak<StoreInner>) {
     loop {
         let Some(inner) = store.upgrade() else { return };
         let check_every = inner.config.retention_check_interval;
-        let wants_retention = inner.config.retention.is_some() || inner.config.retention_bytes.is_some();
+        let wants_retention =
+            inner.config.retention.is_some() || inner.config.retention_bytes.is_some();
         let logs: Vec<Log> = inner
             .logs
             .read()
@@ -364,10 +378,29 @@ mod tests {
 
     #[test]
     fn topic_names_follow_kafka() {
-        for ok in ["a", "orders", "a.b_c-d", "A9", &"x".repeat(249), "..a", "a..b"] {
+        for ok in [
+            "a",
+            "orders",
+            "a.b_c-d",
+            "A9",
+            &"x".repeat(249),
+            "..a",
+            "a..b",
+        ] {
             validate_topic(ok).unwrap();
         }
-        for bad in ["", ".", "..", "a/b", "../x", "a b", "é", "a\0", &"x".repeat(250), "a:b"] {
+        for bad in [
+            "",
+            ".",
+            "..",
+            "a/b",
+            "../x",
+            "a b",
+            "é",
+            "a\0",
+            &"x".repeat(250),
+            "a:b",
+        ] {
             let e = validate_topic(bad).unwrap_err();
             assert_eq!(e.kind(), "invalid_topic", "{bad:?}");
         }

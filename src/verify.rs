@@ -97,13 +97,19 @@ pub fn verify_with_storage(
     }
     let _lock = storage.lock_dir(dir).map_err(|e| {
         if e.kind() == std::io::ErrorKind::WouldBlock {
-            Error::Locked { dir: dir.to_path_buf() }
+            Error::Locked {
+                dir: dir.to_path_buf(),
+            }
         } else {
             Error::io("lock store directory", dir, e)
         }
     })?;
     let mut report = VerifyReport::default();
-    let list = |p: &Path| storage.list_dir(p).map_err(|e| Error::io("list directory", p, e));
+    let list = |p: &Path| {
+        storage
+            .list_dir(p)
+            .map_err(|e| Error::io("list directory", p, e))
+    };
 
     // First pass: what is there, and how many bytes.
     let mut partitions = Vec::new();
@@ -123,7 +129,9 @@ pub fn verify_with_storage(
         bases.sort_unstable();
         for &b in &bases {
             let p = pdir.join(log_file_name(b));
-            let f = storage.open(&p, OpenMode::Existing).map_err(|e| Error::io("open segment", &p, e))?;
+            let f = storage
+                .open(&p, OpenMode::Existing)
+                .map_err(|e| Error::io("open segment", &p, e))?;
             total += f.len().map_err(|e| Error::io("stat segment", &p, e))?;
         }
         partitions.push((pdir, bases));
@@ -148,8 +156,12 @@ pub fn verify_with_storage(
         for (i, &base) in bases.iter().enumerate() {
             let path = pdir.join(log_file_name(base));
             let is_last = i + 1 == bases.len();
-            let file = storage.open(&path, OpenMode::Existing).map_err(|e| Error::io("open segment", &path, e))?;
-            let len = file.len().map_err(|e| Error::io("stat segment", &path, e))?;
+            let file = storage
+                .open(&path, OpenMode::Existing)
+                .map_err(|e| Error::io("open segment", &path, e))?;
+            let len = file
+                .len()
+                .map_err(|e| Error::io("stat segment", &path, e))?;
             let data = file
                 .read_bytes(0, usize::try_from(len).unwrap_or(usize::MAX))
                 .map_err(|e| Error::io("read segment", &path, e))?;
@@ -185,7 +197,15 @@ pub fn verify_with_storage(
                     });
                 }
                 if s.stop.is_none() {
-                    check_indexes(storage.as_ref(), &path, base, next, &data, s.max_timestamp, &mut report);
+                    check_indexes(
+                        storage.as_ref(),
+                        &path,
+                        base,
+                        next,
+                        &data,
+                        s.max_timestamp,
+                        &mut report,
+                    );
                 }
             }
             done += len;
@@ -218,7 +238,9 @@ fn check_indexes(
         });
     };
     let load = |ext: &str| -> Option<Vec<u8>> {
-        let f = storage.open(&path.with_extension(ext), OpenMode::Existing).ok()?;
+        let f = storage
+            .open(&path.with_extension(ext), OpenMode::Existing)
+            .ok()?;
         read_all(f.as_ref()).ok()
     };
     let (Some(raw_offsets), Some(raw_times)) = (load("index"), load("timeindex")) else {
@@ -234,10 +256,22 @@ fn check_indexes(
     let ipath = path.with_extension("index");
     let tpath = path.with_extension("timeindex");
     if raw_offsets.len() % OFFSET_ENTRY_LEN != 0 {
-        problem(Severity::Error, "bad_index", ipath.clone(), 0, "length is not a multiple of 8".into());
+        problem(
+            Severity::Error,
+            "bad_index",
+            ipath.clone(),
+            0,
+            "length is not a multiple of 8".into(),
+        );
     }
     if raw_times.len() % TIME_ENTRY_LEN != 0 {
-        problem(Severity::Error, "bad_index", tpath.clone(), 0, "length is not a multiple of 12".into());
+        problem(
+            Severity::Error,
+            "bad_index",
+            tpath.clone(),
+            0,
+            "length is not a multiple of 12".into(),
+        );
     }
     let mut prev: Option<(u32, u32)> = None;
     for (i, e) in decode_offset_index(&raw_offsets).iter().enumerate() {
@@ -279,6 +313,12 @@ fn check_indexes(
         .windows(2)
         .all(|w| w[0].timestamp <= w[1].timestamp && w[0].relative_offset < w[1].relative_offset)
     {
-        problem(Severity::Error, "index_mismatch", tpath, 0, "time index entries are out of order".into());
+        problem(
+            Severity::Error,
+            "index_mismatch",
+            tpath,
+            0,
+            "time index entries are out of order".into(),
+        );
     }
 }

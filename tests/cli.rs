@@ -30,7 +30,10 @@ fn run(args: &[&str], stdin: &[u8]) -> (i32, Vec<String>) {
 fn produce_then_dump_round_trips_text_and_binary() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().to_str().unwrap();
-    let (code, lines) = run(&["produce", d, "logs", "0", "--batch-records", "2"], b"one\ntwo\nthree\r\n");
+    let (code, lines) = run(
+        &["produce", d, "logs", "0", "--batch-records", "2"],
+        b"one\ntwo\nthree\r\n",
+    );
     assert_eq!(code, 0, "{lines:?}");
     assert_eq!(
         lines,
@@ -39,17 +42,39 @@ fn produce_then_dump_round_trips_text_and_binary() {
             r#"{"outcome": "appended", "base_offset": 2, "last_offset": 2}"#,
         ]
     );
-    let (code, lines) = run(&["produce", d, "logs", "0", "--durability", "os"], b"\xff\xfe binary\n");
+    let (code, lines) = run(
+        &["produce", d, "logs", "0", "--durability", "os"],
+        b"\xff\xfe binary\n",
+    );
     assert_eq!(code, 0);
-    assert_eq!(lines, vec![r#"{"outcome": "appended", "base_offset": 3, "last_offset": 3}"#]);
+    assert_eq!(
+        lines,
+        vec![r#"{"outcome": "appended", "base_offset": 3, "last_offset": 3}"#]
+    );
 
     let (code, lines) = run(&["dump", d, "logs", "0"], b"");
     assert_eq!(code, 0, "{lines:?}");
     assert_eq!(lines.len(), 4);
-    assert!(lines[0].starts_with(r#"{"offset": 0, "timestamp": "#), "{}", lines[0]);
-    assert!(lines[0].ends_with(r#""key": null, "value": "one", "encoding": "utf8"}"#), "{}", lines[0]);
-    assert!(lines[2].contains(r#""value": "three""#), "CR LF is stripped: {}", lines[2]);
-    assert!(lines[3].contains(r#""value": "//4gYmluYXJ5", "encoding": "base64""#), "{}", lines[3]);
+    assert!(
+        lines[0].starts_with(r#"{"offset": 0, "timestamp": "#),
+        "{}",
+        lines[0]
+    );
+    assert!(
+        lines[0].ends_with(r#""key": null, "value": "one", "encoding": "utf8"}"#),
+        "{}",
+        lines[0]
+    );
+    assert!(
+        lines[2].contains(r#""value": "three""#),
+        "CR LF is stripped: {}",
+        lines[2]
+    );
+    assert!(
+        lines[3].contains(r#""value": "//4gYmluYXJ5", "encoding": "base64""#),
+        "{}",
+        lines[3]
+    );
 
     let (code, lines) = run(&["dump", d, "logs", "0", "--from", "2"], b"");
     assert_eq!(code, 0);
@@ -58,14 +83,27 @@ fn produce_then_dump_round_trips_text_and_binary() {
 
     let (code, lines) = run(&["verify", d], b"");
     assert_eq!(code, 0, "{lines:?}");
-    assert!(lines.last().unwrap().starts_with(r#"{"sound": true, "partitions": 1, "segments": 1, "batches": 3"#), "{lines:?}");
+    assert!(
+        lines
+            .last()
+            .unwrap()
+            .starts_with(r#"{"sound": true, "partitions": 1, "segments": 1, "batches": 3"#),
+        "{lines:?}"
+    );
 }
 
 #[test]
 fn produce_streams_each_batch_as_soon_as_its_lines_arrive() {
     let dir = tempfile::tempdir().unwrap();
     let mut child = oncelog()
-        .args(["produce", dir.path().to_str().unwrap(), "s", "0", "--batch-records", "2"])
+        .args([
+            "produce",
+            dir.path().to_str().unwrap(),
+            "s",
+            "0",
+            "--batch-records",
+            "2",
+        ])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
@@ -77,12 +115,18 @@ fn produce_streams_each_batch_as_soon_as_its_lines_arrive() {
     stdin.flush().unwrap();
     // The first batch is acknowledged while stdin is still open.
     stdout.read_line(&mut line).unwrap();
-    assert_eq!(line.trim(), r#"{"outcome": "appended", "base_offset": 0, "last_offset": 1}"#);
+    assert_eq!(
+        line.trim(),
+        r#"{"outcome": "appended", "base_offset": 0, "last_offset": 1}"#
+    );
     stdin.write_all(b"c\n").unwrap();
     drop(stdin);
     line.clear();
     stdout.read_line(&mut line).unwrap();
-    assert_eq!(line.trim(), r#"{"outcome": "appended", "base_offset": 2, "last_offset": 2}"#);
+    assert_eq!(
+        line.trim(),
+        r#"{"outcome": "appended", "base_offset": 2, "last_offset": 2}"#
+    );
     assert!(child.wait().unwrap().success());
 }
 
@@ -93,7 +137,11 @@ fn errors_are_json_lines_with_a_kind_and_a_nonzero_exit() {
     let cases: &[(&[&str], &str, i32)] = &[
         (&["produce", d, "../evil", "0"], "invalid_topic", 1),
         (&["produce", d, "t", "x"], "usage", 2),
-        (&["produce", d, "t", "0", "--durability", "maybe"], "usage", 2),
+        (
+            &["produce", d, "t", "0", "--durability", "maybe"],
+            "usage",
+            2,
+        ),
         (&["produce", d, "t", "0", "--bogus", "1"], "usage", 2),
         (&["dump", d, "missing", "0"], "not_found", 1),
         (&["dump", "/nonexistent/oncelog", "t", "0"], "not_found", 1),
@@ -121,7 +169,9 @@ fn verify_reports_damage_with_file_and_position() {
     {
         let store = oncelog::Store::open(
             dir.path(),
-            oncelog::Config::default().with_segment_bytes(8192).with_durability(oncelog::Durability::Os),
+            oncelog::Config::default()
+                .with_segment_bytes(8192)
+                .with_durability(oncelog::Durability::Os),
         )
         .unwrap();
         let log = store.log("v", 0).unwrap();
@@ -146,8 +196,14 @@ fn verify_reports_damage_with_file_and_position() {
     let (code, lines) = run(&["verify", d], b"");
     assert_eq!(code, 1, "{lines:?}");
     let problem = &lines[0];
-    assert!(problem.starts_with(r#"{"problem": "corrupt_batch", "severity": "error""#), "{problem}");
-    assert!(problem.contains(&segs[1].display().to_string()), "{problem}");
+    assert!(
+        problem.starts_with(r#"{"problem": "corrupt_batch", "severity": "error""#),
+        "{problem}"
+    );
+    assert!(
+        problem.contains(&segs[1].display().to_string()),
+        "{problem}"
+    );
     assert!(lines.iter().any(|l| l.starts_with(r#"{"sound": false"#)));
     assert!(lines.last().unwrap().starts_with(r#"{"error": "corrupt""#));
 }
@@ -156,16 +212,28 @@ fn verify_reports_damage_with_file_and_position() {
 fn demo_runs_end_to_end() {
     let (code, lines) = run(&["demo"], b"");
     assert_eq!(code, 0, "{lines:?}");
-    let steps: Vec<&str> = lines
-        .iter()
-        .filter_map(|l| l.split('"').nth(3))
-        .collect();
+    let steps: Vec<&str> = lines.iter().filter_map(|l| l.split('"').nth(3)).collect();
     assert_eq!(
         steps,
-        vec!["open", "append", "group_commit", "crash", "recover", "read", "append_after_recovery", "verify"]
+        vec![
+            "open",
+            "append",
+            "group_commit",
+            "crash",
+            "recover",
+            "read",
+            "append_after_recovery",
+            "verify"
+        ]
     );
-    let recover = lines.iter().find(|l| l.contains(r#""step": "recover""#)).unwrap();
+    let recover = lines
+        .iter()
+        .find(|l| l.contains(r#""step": "recover""#))
+        .unwrap();
     assert!(!recover.contains(r#""bytes_truncated": 0,"#), "{recover}");
-    assert!(lines.iter().any(|l| l.contains(r#""intact": true"#)), "{lines:?}");
+    assert!(
+        lines.iter().any(|l| l.contains(r#""intact": true"#)),
+        "{lines:?}"
+    );
     assert!(lines.last().unwrap().contains(r#""sound": true"#));
 }

@@ -28,7 +28,8 @@ fn readers_never_see_a_partial_batch() {
             s.spawn(move || {
                 for i in 0..400 {
                     // Sizes vary so batches straddle pages and segment ends.
-                    log.append(&batch(&format!("w{w}i{i}"), 1 + (i % 7), i as i64)).unwrap();
+                    log.append(&batch(&format!("w{w}i{i}"), 1 + (i % 7), i as i64))
+                        .unwrap();
                 }
             });
         }
@@ -42,7 +43,10 @@ fn readers_never_see_a_partial_batch() {
                     let mut offset = 0;
                     while offset < end {
                         let batches = log.read(offset, 8192).unwrap();
-                        assert!(!batches.is_empty(), "offset {offset} < end {end} must be readable");
+                        assert!(
+                            !batches.is_empty(),
+                            "offset {offset} < end {end} must be readable"
+                        );
                         for b in &batches {
                             let b = b.expect("every visible batch is whole and CRC-valid");
                             assert_eq!(b.base_offset(), offset, "offsets are contiguous");
@@ -90,7 +94,10 @@ fn durable_appends_from_many_threads_share_fsyncs() {
             s.spawn(move || {
                 for i in 0..per_thread {
                     let at = log.append(&batch(&format!("t{t}-{i}"), 1, 0)).unwrap();
-                    assert!(log.durable_offset() > at.last_offset, "Sync returns only once durable");
+                    assert!(
+                        log.durable_offset() > at.last_offset,
+                        "Sync returns only once durable"
+                    );
                 }
             });
         }

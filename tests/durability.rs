@@ -18,7 +18,12 @@ fn open(sim: &SimStorage, cfg: Config) -> Store {
 
 #[test]
 fn power_loss_keeps_every_sync_append_and_drops_unsynced_ones() {
-    for mode in [CrashMode::LoseUnsynced, CrashMode::RandomPages { seed: 7 }, CrashMode::RandomPages { seed: 8 }, CrashMode::KeepAll] {
+    for mode in [
+        CrashMode::LoseUnsynced,
+        CrashMode::RandomPages { seed: 7 },
+        CrashMode::RandomPages { seed: 8 },
+        CrashMode::KeepAll,
+    ] {
         let sim = SimStorage::new();
         let cfg = small_config().with_durability(Durability::Sync);
         let store = open(&sim, cfg.clone());
@@ -31,7 +36,9 @@ fn power_loss_keeps_every_sync_append_and_drops_unsynced_ones() {
         // Unsynced appends on top: may or may not survive, never partially.
         let mut all = acked.clone();
         for i in 0..10 {
-            let at = log.append_with(&batch(&format!("u{i}"), 3, i), Durability::Os).unwrap();
+            let at = log
+                .append_with(&batch(&format!("u{i}"), 3, i), Durability::Os)
+                .unwrap();
             all.push((at.base_offset, at.last_offset));
         }
         // A segment roll seals (and fsyncs) what came before it.
@@ -42,8 +49,15 @@ fn power_loss_keeps_every_sync_append_and_drops_unsynced_ones() {
         let store = open(&sim, cfg);
         let log = store.log("t", 0).unwrap();
         let got = batch_offsets(&log);
-        assert!(got.len() >= acked.len(), "{mode:?}: lost acked batches: {got:?}");
-        assert_eq!(&got[..], &all[..got.len()], "{mode:?}: survivors are a prefix");
+        assert!(
+            got.len() >= acked.len(),
+            "{mode:?}: lost acked batches: {got:?}"
+        );
+        assert_eq!(
+            &got[..],
+            &all[..got.len()],
+            "{mode:?}: survivors are a prefix"
+        );
         if mode == CrashMode::LoseUnsynced {
             let synced = all.iter().filter(|(_, last)| *last < durable).count();
             assert_eq!(got.len(), synced, "exactly the synced appends survive");
@@ -67,14 +81,21 @@ fn a_failed_fsync_poisons_the_log_until_reopened() {
     assert_eq!(e.kind(), "io");
     // Never retried: every later write and flush is refused.
     for _ in 0..3 {
-        assert_eq!(log.append(&batch("c", 1, 0)).unwrap_err().kind(), "poisoned");
+        assert_eq!(
+            log.append(&batch("c", 1, 0)).unwrap_err().kind(),
+            "poisoned"
+        );
         assert_eq!(log.flush().unwrap_err().kind(), "poisoned");
     }
     let msg = log.append(&batch("c", 1, 0)).unwrap_err().to_string();
     assert!(msg.contains("t-0") && msg.contains("fsync"), "{msg}");
     // Reads still work; other logs are unaffected.
     assert_eq!(read_all(&log).len(), 2);
-    store.log("other", 0).unwrap().append(&batch("x", 1, 0)).unwrap();
+    store
+        .log("other", 0)
+        .unwrap()
+        .append(&batch("x", 1, 0))
+        .unwrap();
     drop(log);
     drop(store);
     let store = open(&sim, Config::default());
@@ -90,7 +111,10 @@ fn a_failed_or_short_write_poisons_and_recovery_cuts_it() {
     log.append(&batch("a", 1, 0)).unwrap();
     sim.fail_write_at(1, 20); // a short write: 20 bytes land, then EIO
     assert_eq!(log.append(&batch("b", 1, 0)).unwrap_err().kind(), "io");
-    assert_eq!(log.append(&batch("c", 1, 0)).unwrap_err().kind(), "poisoned");
+    assert_eq!(
+        log.append(&batch("c", 1, 0)).unwrap_err().kind(),
+        "poisoned"
+    );
     assert_eq!(log.next_offset(), 1, "the failed batch was never visible");
     drop(log);
     drop(store);
@@ -131,7 +155,10 @@ fn interval_durability_is_flushed_in_the_background() {
     }
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while log.durable_offset() < 5 {
-        assert!(std::time::Instant::now() < deadline, "background flush never came");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "background flush never came"
+        );
         std::thread::sleep(Duration::from_millis(5));
     }
     sim.crash(CrashMode::LoseUnsynced);

@@ -13,7 +13,9 @@ fn filled(dir: &std::path::Path) -> (Store, oncelog::Log, Vec<(i64, i64)>) {
     let mut spans = Vec::new();
     for i in 0..400i64 {
         let n = (i % 4 + 1) as usize;
-        let at = log.append(&batch(&format!("b{i}"), n, 10_000 + i * 10)).unwrap();
+        let at = log
+            .append(&batch(&format!("b{i}"), n, 10_000 + i * 10))
+            .unwrap();
         spans.push((at.base_offset, at.last_offset));
     }
     (store, log, spans)
@@ -29,8 +31,16 @@ fn every_offset_finds_its_batch_across_segment_boundaries() {
             for offset in base..=last {
                 let batches = log.read(offset, 1).unwrap();
                 let first = batches.iter().next().unwrap().unwrap();
-                assert_eq!((first.base_offset(), first.last_offset()), (base, last), "offset {offset}");
-                assert_eq!(batches.iter().count(), 1, "max_bytes=1 still returns one batch");
+                assert_eq!(
+                    (first.base_offset(), first.last_offset()),
+                    (base, last),
+                    "offset {offset}"
+                );
+                assert_eq!(
+                    batches.iter().count(),
+                    1,
+                    "max_bytes=1 still returns one batch"
+                );
             }
         }
     };
@@ -68,7 +78,11 @@ fn offset_for_timestamp_finds_the_first_record_at_or_after() {
     let check = |log: &oncelog::Log| {
         for (i, &(base, last)) in spans.iter().enumerate() {
             let ts = 10_000 + i as i64 * 10;
-            assert_eq!(log.offset_for_timestamp(ts).unwrap(), Some(base), "batch {i}");
+            assert_eq!(
+                log.offset_for_timestamp(ts).unwrap(),
+                Some(base),
+                "batch {i}"
+            );
             if last > base {
                 assert_eq!(log.offset_for_timestamp(ts + 1).unwrap(), Some(base + 1));
             }
@@ -104,7 +118,16 @@ fn a_damaged_index_is_detected_and_rebuilt() {
         let log = store.log("t", 0).unwrap();
         assert_eq!(log.recovery_report().indexes_rebuilt, 1);
         for &(base, _) in &spans {
-            assert_eq!(log.read(base, 1).unwrap().iter().next().unwrap().unwrap().base_offset(), base);
+            assert_eq!(
+                log.read(base, 1)
+                    .unwrap()
+                    .iter()
+                    .next()
+                    .unwrap()
+                    .unwrap()
+                    .base_offset(),
+                base
+            );
         }
         store.close().unwrap();
     }
@@ -140,10 +163,24 @@ fn read_bytes_stay_valid_after_the_segment_is_deleted() {
     }
     log.enforce_retention().unwrap();
     assert!(log.log_start_offset() > 0);
-    assert!(!segment_files(&dir.path().join("t-0")).iter().any(|p| p.ends_with("00000000000000000000.log")));
+    assert!(
+        !segment_files(&dir.path().join("t-0"))
+            .iter()
+            .any(|p| p.ends_with("00000000000000000000.log"))
+    );
     assert_eq!(held.bytes().to_vec(), copy);
     let b = held.iter().next().unwrap().unwrap();
-    assert_eq!(b.view().records().unwrap().next().unwrap().unwrap().value.unwrap(), &[0xAB; 1000][..]);
+    assert_eq!(
+        b.view()
+            .records()
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .value
+            .unwrap(),
+        &[0xAB; 1000][..]
+    );
     assert_eq!(log.read(0, 10).unwrap_err().kind(), "offset_out_of_range");
 }
 
@@ -157,6 +194,9 @@ fn a_batch_larger_than_a_segment_gets_a_segment_of_its_own() {
     log.append(&sized_batch(100, 3, 3)).unwrap();
     assert_eq!(log.stats().segments, 3);
     let all = read_all(&log);
-    assert_eq!(all.iter().map(|(o, _)| *o).collect::<Vec<_>>(), vec![0, 1, 2]);
+    assert_eq!(
+        all.iter().map(|(o, _)| *o).collect::<Vec<_>>(),
+        vec![0, 1, 2]
+    );
     assert_eq!(all[1].1.len(), 10_000);
 }

@@ -10,7 +10,12 @@ use common::*;
 use oncelog::{Config, RecoveryMode, Store};
 
 fn append_raw(path: &std::path::Path, bytes: &[u8]) {
-    OpenOptions::new().append(true).open(path).unwrap().write_all(bytes).unwrap();
+    OpenOptions::new()
+        .append(true)
+        .open(path)
+        .unwrap()
+        .write_all(bytes)
+        .unwrap();
 }
 
 #[test]
@@ -45,7 +50,11 @@ fn torn_tail_at_every_byte_of_the_last_batch() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("base");
     {
-        let store = Store::open(&root, Config::default().with_durability(oncelog::Durability::Os)).unwrap();
+        let store = Store::open(
+            &root,
+            Config::default().with_durability(oncelog::Durability::Os),
+        )
+        .unwrap();
         let log = store.log("t", 0).unwrap();
         for i in 0..3 {
             log.append(&batch(&format!("b{i}"), 2, 100)).unwrap();
@@ -62,7 +71,11 @@ fn torn_tail_at_every_byte_of_the_last_batch() {
         let mut bytes = good.clone();
         bytes.extend_from_slice(&last[..cut]);
         std::fs::write(case.join("t-0").join(seg.file_name().unwrap()), &bytes).unwrap();
-        let store = Store::open(&case, Config::default().with_durability(oncelog::Durability::Os)).unwrap();
+        let store = Store::open(
+            &case,
+            Config::default().with_durability(oncelog::Durability::Os),
+        )
+        .unwrap();
         let log = store.log("t", 0).unwrap();
         let r = log.recovery_report();
         assert_eq!(r.bytes_truncated, cut as u64, "cut at {cut}");
@@ -134,7 +147,10 @@ fn corruption_inside_a_sealed_segment_is_reported_not_cut() {
     let pos = bytes.len() / 2;
     bytes[pos] ^= 0x40;
     std::fs::write(victim, &bytes).unwrap();
-    let sizes: Vec<u64> = segs.iter().map(|p| std::fs::metadata(p).unwrap().len()).collect();
+    let sizes: Vec<u64> = segs
+        .iter()
+        .map(|p| std::fs::metadata(p).unwrap().len())
+        .collect();
 
     // Reads of the damaged batch name the file and position.
     {
@@ -171,7 +187,10 @@ fn corruption_inside_a_sealed_segment_is_reported_not_cut() {
         other => panic!("{other}"),
     }
     // Nothing was cut.
-    let after: Vec<u64> = segs.iter().map(|p| std::fs::metadata(p).unwrap().len()).collect();
+    let after: Vec<u64> = segs
+        .iter()
+        .map(|p| std::fs::metadata(p).unwrap().len())
+        .collect();
     assert_eq!(sizes, after);
 
     // The truncating mode salvages the prefix, on request only.
@@ -211,7 +230,10 @@ fn stray_and_orphan_files_are_removed_and_missing_indexes_rebuilt() {
     assert_eq!(r.stray_files_removed, 2);
     assert_eq!(r.indexes_rebuilt, 2);
     assert!(!pdir.join("log-start-offset.tmp").exists());
-    assert!(segs[0].with_extension("index").exists(), "rebuilt index is persisted");
+    assert!(
+        segs[0].with_extension("index").exists(),
+        "rebuilt index is persisted"
+    );
     assert_eq!(read_all(&log).len(), 400);
     drop(log);
     store.close().unwrap();

@@ -19,8 +19,16 @@ fn retention_by_bytes_deletes_whole_sealed_segments() {
     }
     let _ = log.enforce_retention().unwrap();
     let stats = log.stats();
-    assert!(stats.bytes >= 10_000, "keeps at least retention_bytes: {}", stats.bytes);
-    assert!(stats.bytes < 10_000 + 4096 + 500, "deletes the rest: {}", stats.bytes);
+    assert!(
+        stats.bytes >= 10_000,
+        "keeps at least retention_bytes: {}",
+        stats.bytes
+    );
+    assert!(
+        stats.bytes < 10_000 + 4096 + 500,
+        "deletes the rest: {}",
+        stats.bytes
+    );
     let start = log.log_start_offset();
     assert!(start > 0);
     let first = segment_files(&dir.path().join("t-0"))[0].clone();
@@ -28,7 +36,10 @@ fn retention_by_bytes_deletes_whole_sealed_segments() {
     let all = read_all(&log);
     assert_eq!(all.first().unwrap().0, start);
     assert_eq!(all.len() as i64, 100 - start);
-    assert_eq!(log.read(start - 1, 10).unwrap_err().kind(), "offset_out_of_range");
+    assert_eq!(
+        log.read(start - 1, 10).unwrap_err().kind(),
+        "offset_out_of_range"
+    );
     drop(log);
     store.close().unwrap();
 
@@ -51,7 +62,11 @@ fn retention_by_age_follows_the_injected_clock() {
     for i in 0..30 {
         log.append(&sized_batch(400, 1, 1_000_000 + i)).unwrap();
     }
-    assert_eq!(log.enforce_retention().unwrap().segments_deleted, 0, "nothing is old yet");
+    assert_eq!(
+        log.enforce_retention().unwrap().segments_deleted,
+        0,
+        "nothing is old yet"
+    );
     clock.advance(Duration::from_secs(30));
     for i in 0..30 {
         log.append(&sized_batch(400, 2, 1_030_000 + i)).unwrap();
@@ -67,7 +82,11 @@ fn retention_by_age_follows_the_injected_clock() {
     assert_eq!(all.iter().filter(|(_, v)| v[0] == 2).count(), 30);
     clock.advance(Duration::from_secs(3600));
     log.enforce_retention().unwrap();
-    assert_eq!(log.stats().segments, 1, "the active segment is never deleted");
+    assert_eq!(
+        log.stats().segments,
+        1,
+        "the active segment is never deleted"
+    );
     assert_eq!(log.next_offset(), 60);
 }
 
@@ -86,7 +105,13 @@ fn an_interrupted_retention_is_finished_at_open() {
     // segments were deleted.
     let pdir = dir.path().join("t-0");
     let segs = segment_files(&pdir);
-    let third: i64 = segs[2].file_stem().unwrap().to_str().unwrap().parse().unwrap();
+    let third: i64 = segs[2]
+        .file_stem()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     let mut f = [0u8; 16];
     f[..4].copy_from_slice(b"OLSO");
     f[4..12].copy_from_slice(&third.to_be_bytes());

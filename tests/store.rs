@@ -34,7 +34,17 @@ fn bad_topic_names_are_rejected_without_touching_the_disk() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path(), Config::default()).unwrap();
     let long = "x".repeat(250);
-    for bad in ["", ".", "..", "../escape", "a/b", "/abs", "a b", "naïve", long.as_str()] {
+    for bad in [
+        "",
+        ".",
+        "..",
+        "../escape",
+        "a/b",
+        "/abs",
+        "a b",
+        "naïve",
+        long.as_str(),
+    ] {
         let err = store.log(bad, 0).unwrap_err();
         assert_eq!(err.kind(), "invalid_topic", "{bad:?}");
     }
@@ -55,9 +65,12 @@ fn many_partitions_reopen_with_their_data() {
     {
         let store = Store::open(dir.path(), small_config()).unwrap();
         for p in 0..20 {
-            let log = store.log(if p % 2 == 0 { "even" } else { "odd-topic" }, p).unwrap();
+            let log = store
+                .log(if p % 2 == 0 { "even" } else { "odd-topic" }, p)
+                .unwrap();
             for i in 0..=p {
-                log.append(&batch(&format!("p{p}"), 1, i64::from(i))).unwrap();
+                log.append(&batch(&format!("p{p}"), 1, i64::from(i)))
+                    .unwrap();
             }
         }
         store.close().unwrap();
@@ -101,8 +114,14 @@ fn invalid_batches_are_rejected_with_the_reason() {
     let mut two = batch("a", 1, 0);
     two.extend(batch("b", 1, 0));
     assert_eq!(log.append(&two).unwrap_err().kind(), "invalid_batch");
-    assert_eq!(log.append(&sized_batch(5000, 1, 0)).unwrap_err().kind(), "batch_too_large");
+    assert_eq!(
+        log.append(&sized_batch(5000, 1, 0)).unwrap_err().kind(),
+        "batch_too_large"
+    );
     assert_eq!(log.next_offset(), 0, "nothing was written");
     let bad = Config::default().with_segment_bytes(10);
-    assert_eq!(Store::open(dir.path().join("x"), bad).unwrap_err().kind(), "invalid_config");
+    assert_eq!(
+        Store::open(dir.path().join("x"), bad).unwrap_err().kind(),
+        "invalid_config"
+    );
 }

@@ -310,7 +310,9 @@ pub fn peek_batch_len(buf: &[u8]) -> Option<usize> {
     if !(MIN_BATCH_LENGTH..=MAX_BATCH_LENGTH).contains(&batch_length) {
         return None;
     }
-    usize::try_from(batch_length).ok()?.checked_add(LOG_OVERHEAD)
+    usize::try_from(batch_length)
+        .ok()?
+        .checked_add(LOG_OVERHEAD)
 }
 
 /// Rewrites `baseOffset` (bytes 0..8, outside the CRC) in place.
@@ -930,7 +932,8 @@ impl BatchBuilder {
     #[must_use]
     pub fn build(self) -> Vec<u8> {
         let mut buf = self.buf;
-        let batch_length = i32::try_from(buf.len().saturating_sub(LOG_OVERHEAD)).unwrap_or(i32::MAX);
+        let batch_length =
+            i32::try_from(buf.len().saturating_sub(LOG_OVERHEAD)).unwrap_or(i32::MAX);
         let (base_ts, max_ts) = if self.count == 0 {
             (NO_TIMESTAMP, NO_TIMESTAMP)
         } else {
@@ -963,7 +966,11 @@ impl BatchBuilder {
 }
 
 const fn set_bit(attributes: i16, bit: i16, on: bool) -> i16 {
-    if on { attributes | bit } else { attributes & !bit }
+    if on {
+        attributes | bit
+    } else {
+        attributes & !bit
+    }
 }
 
 #[cfg(test)]
@@ -1138,7 +1145,11 @@ mod tests {
         let w = BatchView::parse(&two[v.total_len()..]).unwrap();
         assert_eq!(w.as_bytes(), &a[..]);
         assert_eq!(peek_batch_len(&two), Some(a.len()));
-        assert!(BatchView::parse(&two[2 * a.len()..]).unwrap_err().is_truncated());
+        assert!(
+            BatchView::parse(&two[2 * a.len()..])
+                .unwrap_err()
+                .is_truncated()
+        );
     }
 
     #[test]
@@ -1171,7 +1182,10 @@ mod tests {
         set_base_offset(&mut c, 123_456_789).unwrap();
         set_partition_leader_epoch(&mut c, 42).unwrap();
         let v = BatchView::parse(&c).unwrap();
-        assert_eq!((v.base_offset(), v.partition_leader_epoch()), (123_456_789, 42));
+        assert_eq!(
+            (v.base_offset(), v.partition_leader_epoch()),
+            (123_456_789, 42)
+        );
         assert_eq!(v.last_offset(), 123_456_791);
         assert_eq!(
             set_base_offset(&mut [0u8; 7], 1),
@@ -1193,7 +1207,11 @@ mod tests {
             let e = BatchView::parse(&b[..n]).unwrap_err();
             let needed = if n < 12 { 12 } else { b.len() };
             assert_eq!(e, FormatError::truncated(n, needed, n), "len {n}");
-            assert!(BatchView::parse_header_only(&b[..n]).unwrap_err().is_truncated());
+            assert!(
+                BatchView::parse_header_only(&b[..n])
+                    .unwrap_err()
+                    .is_truncated()
+            );
             assert_eq!(peek_batch_len(&b[..n]), (n >= 12).then_some(b.len()));
         }
     }
@@ -1229,7 +1247,8 @@ mod tests {
         let _ = decrement_sequence(i32::MIN, i32::MAX);
 
         let mut bb = BatchBuilder::new().with_producer(1, 0, i32::MAX);
-        bb.push(0, None, Some(b"a"), &[]).push(0, None, Some(b"b"), &[]);
+        bb.push(0, None, Some(b"a"), &[])
+            .push(0, None, Some(b"b"), &[]);
         let b = bb.build();
         let v = BatchView::parse(&b).unwrap();
         assert_eq!(v.last_offset_delta(), 1);
@@ -1280,12 +1299,21 @@ mod tests {
             let mut c = b.clone();
             c[23..27].copy_from_slice(&(-1i32).to_be_bytes());
             fix_crc(&mut c);
-            let e = BatchView::parse(&c).unwrap().validate_records().unwrap_err();
-            assert!(matches!(e.kind, FormatErrorKind::OffsetDeltaMismatch { .. }));
+            let e = BatchView::parse(&c)
+                .unwrap()
+                .validate_records()
+                .unwrap_err();
+            assert!(matches!(
+                e.kind,
+                FormatErrorKind::OffsetDeltaMismatch { .. }
+            ));
             let mut c = b.clone();
             c[57..61].copy_from_slice(&0i32.to_be_bytes());
             fix_crc(&mut c);
-            let e = BatchView::parse(&c).unwrap().validate_records().unwrap_err();
+            let e = BatchView::parse(&c)
+                .unwrap()
+                .validate_records()
+                .unwrap_err();
             assert_eq!(e.kind, FormatErrorKind::EmptyBatch);
         }
     }
@@ -1364,7 +1392,10 @@ mod tests {
         BatchView::parse(&b).unwrap().validate_records().unwrap();
 
         let b = raw_batch(&[0, 1, 1], 3, 1);
-        let e = BatchView::parse(&b).unwrap().validate_records().unwrap_err();
+        let e = BatchView::parse(&b)
+            .unwrap()
+            .validate_records()
+            .unwrap_err();
         assert_eq!(
             e.kind,
             FormatErrorKind::NonMonotonicOffsetDelta {
@@ -1376,12 +1407,21 @@ mod tests {
         assert_eq!(e.position, 61 + 2 * 8);
 
         let b = raw_batch(&[-1], 1, -1);
-        let e = BatchView::parse(&b).unwrap().validate_records().unwrap_err();
+        let e = BatchView::parse(&b)
+            .unwrap()
+            .validate_records()
+            .unwrap_err();
         assert_eq!(e.position, 61);
-        assert!(matches!(e.kind, FormatErrorKind::NonMonotonicOffsetDelta { .. }));
+        assert!(matches!(
+            e.kind,
+            FormatErrorKind::NonMonotonicOffsetDelta { .. }
+        ));
 
         let b = raw_batch(&[0, 1], 2, 2);
-        let e = BatchView::parse(&b).unwrap().validate_records().unwrap_err();
+        let e = BatchView::parse(&b)
+            .unwrap()
+            .validate_records()
+            .unwrap_err();
         assert_eq!(
             e,
             FormatError::new(
@@ -1394,7 +1434,10 @@ mod tests {
         );
 
         let b = raw_batch(&[0, 1], 3, 1);
-        let e = BatchView::parse(&b).unwrap().validate_records().unwrap_err();
+        let e = BatchView::parse(&b)
+            .unwrap()
+            .validate_records()
+            .unwrap_err();
         assert_eq!(
             e,
             FormatError::new(
@@ -1407,7 +1450,10 @@ mod tests {
         );
 
         let b = raw_batch(&[0, 1], 1, 0);
-        let e = BatchView::parse(&b).unwrap().validate_records().unwrap_err();
+        let e = BatchView::parse(&b)
+            .unwrap()
+            .validate_records()
+            .unwrap_err();
         assert_eq!(
             e,
             FormatError::bad_record(61 + 8, "trailing bytes after the last record")
@@ -1455,7 +1501,12 @@ mod tests {
         proptest::option::of(proptest::collection::vec(any::<u8>(), 0..40))
     }
 
-    type ArbRecord = (i64, Option<Vec<u8>>, Option<Vec<u8>>, Vec<(Vec<u8>, Option<Vec<u8>>)>);
+    type ArbRecord = (
+        i64,
+        Option<Vec<u8>>,
+        Option<Vec<u8>>,
+        Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    );
 
     fn arb_record() -> impl Strategy<Value = ArbRecord> {
         (

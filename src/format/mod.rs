@@ -27,8 +27,7 @@ use std::fmt;
 
 pub use batch::{
     BatchBuilder, BatchHeader, BatchView, Compression, HEADER_LEN, LOG_OVERHEAD, MAGIC,
-    NO_PRODUCER_EPOCH, NO_PRODUCER_ID, NO_SEQUENCE, TimestampType, peek_batch_len,
-    set_base_offset,
+    NO_PRODUCER_EPOCH, NO_PRODUCER_ID, NO_SEQUENCE, TimestampType, peek_batch_len, set_base_offset,
 };
 pub use index::{OFFSET_ENTRY_LEN, OffsetIndexEntry, TIME_ENTRY_LEN, TimeIndexEntry};
 pub use record::{Header, HeaderIter, Record, RecordIter};
@@ -182,7 +181,10 @@ impl fmt::Display for FormatError {
                 i32::MAX - 12
             ),
             FormatErrorKind::BadMagic { magic } => {
-                write!(f, "unsupported magic byte {magic} at byte {at} (expected 2)")
+                write!(
+                    f,
+                    "unsupported magic byte {magic} at byte {at} (expected 2)"
+                )
             }
             FormatErrorKind::CrcMismatch { stored, computed } => write!(
                 f,
@@ -230,7 +232,10 @@ mod tests {
     fn display_mentions_position_and_details() {
         let e = FormatError::truncated(7, 12, 7);
         let s = e.to_string();
-        assert!(s.contains("byte 7") && s.contains("12") && s.contains('7'), "{s}");
+        assert!(
+            s.contains("byte 7") && s.contains("12") && s.contains('7'),
+            "{s}"
+        );
         let e = FormatError::new(
             FormatErrorKind::CrcMismatch {
                 stored: 1,

@@ -30,7 +30,9 @@
 //!   start of the batch.
 //! - Nothing here panics on any input.
 
-use super::varint::{decode_varint, decode_varlong, encode_varint, encode_varlong, varint_len, varlong_len};
+use super::varint::{
+    decode_varint, decode_varlong, encode_varint, encode_varlong, varint_len, varlong_len,
+};
 use super::{FormatError, FormatErrorKind, FormatResult};
 
 /// One record of an uncompressed batch, borrowed from the batch bytes.
@@ -211,7 +213,11 @@ fn read_header<'a>(cur: &mut Cursor<'a>) -> FormatResult<Header<'a>> {
 
 /// Decodes one record starting at `pos` in `batch`, reading no further than
 /// `end`. Returns the record and the position just after it.
-pub(crate) fn decode_record(batch: &[u8], pos: usize, end: usize) -> FormatResult<(Record<'_>, usize)> {
+pub(crate) fn decode_record(
+    batch: &[u8],
+    pos: usize,
+    end: usize,
+) -> FormatResult<(Record<'_>, usize)> {
     let mut outer = Cursor::new(batch, pos, end);
     let len_at = outer.pos();
     let len = outer.varint()?;
@@ -473,19 +479,16 @@ mod tests {
         assert_eq!(
             bytes,
             [
-                0x22, 0x00, 0xd0, 0x0f, 0x02, 0x0a, b'h', b'e', b'l', b'l', b'o', 0x0a, b'w',
-                b'o', b'r', b'l', b'd', 0x00
+                0x22, 0x00, 0xd0, 0x0f, 0x02, 0x0a, b'h', b'e', b'l', b'l', b'o', 0x0a, b'w', b'o',
+                b'r', b'l', b'd', 0x00
             ]
         );
     }
 
     #[test]
     fn round_trip_with_nulls_and_headers() {
-        let headers: &[(&[u8], Option<&[u8]>)] = &[
-            (b"a", Some(&b"1"[..])),
-            (b"", None),
-            (b"c", Some(&b""[..])),
-        ];
+        let headers: &[(&[u8], Option<&[u8]>)] =
+            &[(b"a", Some(&b"1"[..])), (b"", None), (b"c", Some(&b""[..]))];
         let bytes = encode(-5, 3, None, Some(b""), headers);
         let (rec, end) = decode_record(&bytes, 0, bytes.len()).unwrap();
         assert_eq!(end, bytes.len());
@@ -521,7 +524,12 @@ mod tests {
         bytes[0] += 2; // zig-zag: +1
         bytes.push(0);
         let e = decode_record(&bytes, 0, bytes.len()).unwrap_err();
-        assert_eq!(e.kind, FormatErrorKind::BadRecord { detail: "record fields end before the record length" });
+        assert_eq!(
+            e.kind,
+            FormatErrorKind::BadRecord {
+                detail: "record fields end before the record length"
+            }
+        );
         // Shrink it: the header count varint is now outside the body.
         let mut bytes = encode(0, 0, Some(b"k"), None, &[]);
         bytes[0] -= 2;
@@ -562,7 +570,10 @@ mod tests {
         let e = it.next().unwrap().unwrap_err();
         assert_eq!(
             e.kind,
-            FormatErrorKind::RecordCountMismatch { header: 3, found: 2 }
+            FormatErrorKind::RecordCountMismatch {
+                header: 3,
+                found: 2
+            }
         );
         assert_eq!(e.position, batch.len());
         assert!(it.next().is_none());

@@ -255,10 +255,7 @@ mod tests {
         );
         // Non-canonical but in range is accepted (as Kafka does).
         assert_eq!(decode_varint(&[0x80, 0x00]), Ok((0, 2)));
-        assert_eq!(
-            decode_varint(&[0x80, 0x80, 0x80, 0x80, 0x00]),
-            Ok((0, 5))
-        );
+        assert_eq!(decode_varint(&[0x80, 0x80, 0x80, 0x80, 0x00]), Ok((0, 5)));
     }
 
     #[test]

@@ -149,11 +149,9 @@ impl MappedFile {
                     "refusing to shrink a mapped file to {new_len} bytes: bytes up to {lent} are lent out"
                 )));
             }
-            if let Err(e) = self.file.set_len(new_len) {
-                // The file kept its old length (or some length >= new_len);
-                // keep the smaller value: an underestimate is safe.
-                return Err(e);
-            }
+            // On failure the file kept its old length (or some length >=
+            // new_len); keeping the smaller value is safe: an underestimate.
+            self.file.set_len(new_len)?;
         } else {
             self.file.set_len(new_len)?;
             self.len.store(new_len, Ordering::SeqCst);
@@ -193,10 +191,10 @@ impl MappedFile {
     /// The current mapping if it reaches `end`, else a new, larger one.
     fn map_covering(&self, end: u64, file_len: u64) -> io::Result<Arc<RawMap>> {
         let mut slot = self.map.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(map) = slot.as_ref() {
-            if map.raw.len() as u64 >= end {
-                return Ok(Arc::clone(map));
-            }
+        if let Some(map) = slot.as_ref()
+            && map.raw.len() as u64 >= end
+        {
+            return Ok(Arc::clone(map));
         }
         let want = end
             .max(file_len)
@@ -223,7 +221,8 @@ impl MappedFile {
         // `self.file` for the duration of the call) and plain integers; it
         // touches no memory of ours. KEEP_SIZE leaves the file length, and so
         // every invariant above, unchanged.
-        let rc = unsafe { libc::fallocate(self.file.as_raw_fd(), libc::FALLOC_FL_KEEP_SIZE, off, len) };
+        let rc =
+            unsafe { libc::fallocate(self.file.as_raw_fd(), libc::FALLOC_FL_KEEP_SIZE, off, len) };
         if rc == 0 {
             return Ok(());
         }

@@ -67,6 +67,10 @@ pub trait Storage: Send + Sync + Debug + 'static {
 }
 
 /// One open file.
+#[expect(
+    clippy::len_without_is_empty,
+    reason = "files are not collections; len is fallible"
+)]
 pub trait StorageFile: Send + Sync + Debug {
     /// Current length in bytes.
     fn len(&self) -> io::Result<u64>;

@@ -119,7 +119,7 @@ impl SimStorage {
                 let mut f = lock(data);
                 let kept = match mode {
                     CrashMode::RandomPages { .. } => {
-                        let len = if next_rand(&mut rng) % 2 == 0 {
+                        let len = if next_rand(&mut rng).is_multiple_of(2) {
                             f.live.len()
                         } else {
                             f.durable.len()
@@ -128,7 +128,7 @@ impl SimStorage {
                         out.resize(len, 0);
                         for page_start in (0..len).step_by(PAGE) {
                             let end = (page_start + PAGE).min(len);
-                            if next_rand(&mut rng) % 2 == 0 && end <= f.live.len() {
+                            if next_rand(&mut rng).is_multiple_of(2) && end <= f.live.len() {
                                 out[page_start..end].copy_from_slice(&f.live[page_start..end]);
                             }
                         }
@@ -253,12 +253,12 @@ impl StorageFile for SimFile {
         let growth = end.saturating_sub(f.live.len()) as u64;
         let mut n = buf.len();
         let mut result = Ok(());
-        if let Some((at, prefix)) = st.fail_write_at {
-            if at == st.writes {
-                st.fail_write_at = None;
-                n = prefix.min(buf.len());
-                result = Err(eio("write failed"));
-            }
+        if let Some((at, prefix)) = st.fail_write_at
+            && at == st.writes
+        {
+            st.fail_write_at = None;
+            n = prefix.min(buf.len());
+            result = Err(eio("write failed"));
         }
         if let Some(left) = st.space_left {
             if growth > left {
@@ -352,7 +352,10 @@ impl Storage for SimStorage {
                     st.live.insert(anc.to_path_buf(), Entry::Dir);
                     // Roots of the simulated tree are durable at once, like a
                     // mount point; deeper directories need a sync of their parent.
-                    if anc.parent().is_none_or(|p| p.as_os_str().is_empty() || p == Path::new("/")) {
+                    if anc
+                        .parent()
+                        .is_none_or(|p| p.as_os_str().is_empty() || p == Path::new("/"))
+                    {
                         st.durable.insert(anc.to_path_buf(), Entry::Dir);
                     }
                 }
@@ -383,7 +386,10 @@ impl Storage for SimStorage {
         Self::check_parent(&st, path)?;
         let data = match (st.live.get(path), mode) {
             (Some(Entry::Dir), _) => {
-                return Err(io::Error::new(io::ErrorKind::IsADirectory, "is a directory"));
+                return Err(io::Error::new(
+                    io::ErrorKind::IsADirectory,
+                    "is a directory",
+                ));
             }
             (Some(Entry::File(d)), OpenMode::Truncate) => {
                 lock(d).live.clear();
@@ -395,7 +401,8 @@ impl Storage for SimStorage {
             }
             (None, _) => {
                 let d: FileData = Arc::default();
-                st.live.insert(path.to_path_buf(), Entry::File(Arc::clone(&d)));
+                st.live
+                    .insert(path.to_path_buf(), Entry::File(Arc::clone(&d)));
                 d
             }
         };

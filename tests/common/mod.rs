@@ -35,7 +35,10 @@ pub fn read_all(log: &Log) -> Vec<(i64, Vec<u8>)> {
     let mut offset = log.log_start_offset();
     while offset < log.next_offset() {
         let batches = log.read(offset, 1 << 16).expect("read");
-        assert!(!batches.is_empty(), "read at {offset} below the end returned nothing");
+        assert!(
+            !batches.is_empty(),
+            "read at {offset} below the end returned nothing"
+        );
         for batch in &batches {
             let batch = batch.expect("valid batch");
             let view = batch.view();
