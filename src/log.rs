@@ -28,7 +28,9 @@ use bytes::Bytes;
 
 use crate::config::{Config, Durability};
 use crate::error::{Error, Result};
-use crate::format::{BatchView, FormatError, FormatErrorKind, TimestampType, peek_batch_len};
+use crate::format::{
+    BatchView, Compression, FormatError, FormatErrorKind, TimestampType, peek_batch_len,
+};
 use crate::recovery::{RecoveryReport, recover, write_log_start};
 use crate::segment::Segment;
 use crate::storage::Storage;
@@ -299,15 +301,35 @@ impl Log {
                 21,
             ));
         }
-        if view.last_offset_delta() < 0 {
-            return Err(self.invalid(FormatErrorKind::EmptyBatch, 23));
+        if view.last_offset_delta() < 0 || view.record_count() < 1 {
+            return Err(self.invalid(FormatErrorKind::EmptyBatch, 57));
+        }
+        if let Compression::Unknown(codec) = view.compression() {
+            return Err(self.invalid(FormatErrorKind::UnsupportedCompression { codec }, 21));
         }
         if self.inner.config.validate_records {
-            view.validate_records()
-                .map_err(|source| Error::InvalidBatch {
-                    log: self.inner.name.clone(),
-                    source,
-                })?;
+            let bad = |source| Error::InvalidBatch {
+                log: self.inner.name.clone(),
+                source,
+            };
+            view.validate_records().map_err(bad)?;
+            // The time index and retention by age trust maxTimestamp.
+            if view.compression() == Compression::None
+                && view.timestamp_type() == TimestampType::CreateTime
+            {
+                let mut max = i64::MIN;
+                for rec in view.records().map_err(bad)? {
+                    max = max.max(view.record_timestamp(&rec.map_err(bad)?));
+                }
+                if max != view.max_timestamp() {
+                    return Err(self.invalid(
+                        FormatErrorKind::BadRecord {
+                            detail: "maxTimestamp differs from the largest record timestamp",
+                        },
+                        35,
+                    ));
+                }
+            }
         }
         Ok(view)
     }

@@ -118,6 +118,20 @@ fn invalid_batches_are_rejected_with_the_reason() {
         log.append(&sized_batch(5000, 1, 0)).unwrap_err().kind(),
         "batch_too_large"
     );
+    // Header fields that disagree with the records, with a valid CRC.
+    let fix_crc = |b: &mut Vec<u8>| {
+        let crc = crc32c::crc32c(&b[21..]);
+        b[17..21].copy_from_slice(&crc.to_be_bytes());
+    };
+    let mut lying_ts = batch("a", 3, 1000);
+    lying_ts[35..43].copy_from_slice(&5000i64.to_be_bytes());
+    fix_crc(&mut lying_ts);
+    let e = log.append(&lying_ts).unwrap_err();
+    assert!(e.to_string().contains("maxTimestamp"), "{e}");
+    let mut bad_codec = batch("a", 1, 0);
+    bad_codec[22] |= 0x07;
+    fix_crc(&mut bad_codec);
+    assert_eq!(log.append(&bad_codec).unwrap_err().kind(), "invalid_batch");
     assert_eq!(log.next_offset(), 0, "nothing was written");
     let bad = Config::default().with_segment_bytes(10);
     assert_eq!(

@@ -1135,6 +1135,22 @@ mod tests {
     }
 
     #[test]
+    fn records_compare_by_content() {
+        let hs: &[(&[u8], Option<&[u8]>)] = &[(b"h", None)];
+        let mut a = BatchBuilder::new();
+        a.push(0, Some(b"a"), None, &[])
+            .push(1, Some(b"b"), None, hs);
+        let mut b = BatchBuilder::new().with_producer(1, 1, 1);
+        b.push(0, Some(b"a much longer key"), None, &[])
+            .push(1, Some(b"b"), None, hs);
+        let (a, b) = (a.build(), b.build());
+        let ra: Vec<_> = BatchView::parse(&a).unwrap().records().unwrap().collect();
+        let rb: Vec<_> = BatchView::parse(&b).unwrap().records().unwrap().collect();
+        assert_ne!(ra[0], rb[0]);
+        assert_eq!(ra[1], rb[1]);
+    }
+
+    #[test]
     fn parse_stops_at_batch_end() {
         let a = sample();
         let mut two = a.clone();

@@ -54,8 +54,6 @@ pub struct Record<'a> {
     pub value: Option<&'a [u8]>,
     headers_raw: &'a [u8],
     header_count: i32,
-    /// Batch-relative position of `headers_raw`, for error positions.
-    headers_pos: usize,
 }
 
 /// One record header.
@@ -81,11 +79,15 @@ impl<'a> Record<'a> {
     }
 
     /// Iterates over the headers in stored order.
+    ///
+    /// Headers were validated when the record was decoded, so for a record
+    /// obtained from [`RecordIter`] this never yields an error; the `Result`
+    /// items keep the door open for lazily decoded sources. Error positions
+    /// would be relative to [`headers_raw`](Self::headers_raw).
     #[must_use]
     pub fn headers(&self) -> HeaderIter<'a> {
         HeaderIter {
             cur: Cursor::new(self.headers_raw, 0, self.headers_raw.len()),
-            base: self.headers_pos,
             remaining: self.header_count,
         }
     }
@@ -95,7 +97,6 @@ impl<'a> Record<'a> {
 #[derive(Debug, Clone)]
 pub struct HeaderIter<'a> {
     cur: Cursor<'a>,
-    base: usize,
     remaining: i32,
 }
 
@@ -113,7 +114,7 @@ impl<'a> Iterator for HeaderIter<'a> {
             }
             Err(e) => {
                 self.remaining = 0;
-                Some(Err(e.shifted(self.base)))
+                Some(Err(e))
             }
         }
     }
@@ -261,7 +262,6 @@ pub(crate) fn decode_record(
             value,
             headers_raw,
             header_count,
-            headers_pos,
         },
         body_end,
     ))
@@ -547,11 +547,11 @@ mod tests {
         let e = decode_record(&[0x01], 0, 1).unwrap_err();
         assert_eq!(e, FormatError::bad_record(0, "negative record length"));
         // null header key
-        let bytes = [0x0c, 0x00, 0x00, 0x00, 0x01, 0x01, 0x02, 0x01, 0x01];
+        let bytes = [0x10, 0x00, 0x00, 0x00, 0x01, 0x01, 0x02, 0x01, 0x01];
         let e = decode_record(&bytes, 0, bytes.len()).unwrap_err();
         assert_eq!(e, FormatError::bad_record(7, "negative header key length"));
         // negative header count
-        let bytes = [0x0a, 0x00, 0x00, 0x00, 0x01, 0x01, 0x01];
+        let bytes = [0x0c, 0x00, 0x00, 0x00, 0x01, 0x01, 0x01];
         let e = decode_record(&bytes, 0, bytes.len()).unwrap_err();
         assert_eq!(e, FormatError::bad_record(6, "negative header count"));
     }
