@@ -123,6 +123,9 @@ pub(crate) struct LogInner {
     config: Arc<Config>,
     storage: Arc<dyn Storage>,
     writer: Mutex<Writer>,
+    /// The active segment, for the group-commit leader (which must not take
+    /// `writer`: a roll holds `writer` while it waits for the leader).
+    active: Mutex<Arc<Segment>>,
     segments: RwLock<Arc<Vec<Arc<Segment>>>>,
     next_offset: AtomicI64,
     log_start: AtomicI64,
@@ -134,7 +137,14 @@ pub(crate) struct LogInner {
     fsyncs: AtomicU64,
     recovery: RecoveryReport,
     waker: Arc<Waker>,
+    /// The store's directory lock: held while any handle or read result of
+    /// this log lives, so that no other opener can change its files under
+    /// bytes lent from them.
+    dir_lock: DirLock,
 }
+
+/// A shared hold on a store's directory lock.
+pub(crate) type DirLock = Arc<dyn std::any::Any + Send + Sync>;
 
 /// One topic-partition: an append-only sequence of Kafka v2 record batches.
 ///
@@ -153,6 +163,7 @@ impl Log {
         partition: u32,
         config: Arc<Config>,
         waker: Arc<Waker>,
+        dir_lock: DirLock,
     ) -> Result<Log> {
         let recovered = recover(storage.as_ref(), &dir, &config)?;
         let report = recovered.report;
@@ -177,9 +188,10 @@ impl Log {
             config,
             storage,
             writer: Mutex::new(Writer {
-                active,
+                active: Arc::clone(&active),
                 scratch: Vec::new(),
             }),
+            active: Mutex::new(active),
             segments: RwLock::new(Arc::new(recovered.segments)),
             next_offset: AtomicI64::new(next),
             log_start: AtomicI64::new(recovered.log_start),
@@ -197,6 +209,7 @@ impl Log {
             fsyncs: AtomicU64::new(0),
             recovery: report,
             waker,
+            dir_lock,
         };
         Ok(Log {
             inner: Arc::new(inner),
@@ -366,7 +379,17 @@ impl Log {
         let mut w = lock(&inner.writer);
         self.check_open()?;
         let base = inner.next_offset.load(Ordering::Acquire);
-        let last = base + i64::from(view.last_offset_delta());
+        let last = base
+            .checked_add(i64::from(view.last_offset_delta()))
+            .filter(|l| *l < i64::MAX)
+            .ok_or_else(|| {
+                self.invalid(
+                    FormatErrorKind::BadRecord {
+                        detail: "the log's offsets would pass i64::MAX",
+                    },
+                    23,
+                )
+            })?;
         let len = batch.len() as u64;
         let active = &w.active;
         let full = active.committed_len() > 0
@@ -409,9 +432,15 @@ impl Log {
         match durability {
             Durability::Sync => self.wait_durable(end),
             Durability::Interval(d) => {
-                let due = Instant::now() + d;
+                let now = Instant::now();
+                // An interval too long to represent never comes due.
+                let Some(due) = now.checked_add(d) else {
+                    return Ok(());
+                };
                 let mut st = lock(&self.inner.sync);
-                if st.durable < end && st.deadline.is_none_or(|t| due < t) {
+                // Replace a deadline that passed (its flush is running or ran
+                // without covering this append) so that this one is not lost.
+                if st.durable < end && st.deadline.is_none_or(|t| due < t || t <= now) {
                     st.deadline = Some(due);
                     drop(st);
                     self.inner.waker.wake();
@@ -426,7 +455,10 @@ impl Log {
     fn roll(&self, w: &mut Writer) -> Result<()> {
         let inner = &*self.inner;
         let old = Arc::clone(&w.active);
-        old.seal(inner.storage.as_ref())?;
+        // The seal's fsync takes part in the group-commit protocol, so that it
+        // never runs concurrently with a leader's fsync of the same file: the
+        // kernel reports a writeback error to one fsync caller only.
+        self.exclusive_sync(|| old.seal(inner.storage.as_ref()))?;
         let new = Arc::new(Segment::create(
             inner.storage.as_ref(),
             &inner.dir,
@@ -452,6 +484,7 @@ impl Log {
             st.durable = st.durable.max(new.base_offset);
         }
         tracing::debug!(log = %inner.name, base_offset = new.base_offset, "rolled to a new segment");
+        *lock(&inner.active) = Arc::clone(&new);
         w.active = new;
         if inner.config.retention_bytes.is_some() || inner.config.retention.is_some() {
             // Cheap when nothing is due; the writer lock is already held.
@@ -460,6 +493,29 @@ impl Log {
             }
         }
         Ok(())
+    }
+
+    /// Run `f` (an fsync) while no group-commit fsync is in flight, and keep
+    /// any from starting until it is done.
+    /// A failure poisons the log before the next fsync may start.
+    fn exclusive_sync<T>(&self, f: impl FnOnce() -> Result<T>) -> Result<T> {
+        let inner = &*self.inner;
+        let mut st = lock(&inner.sync);
+        while st.syncing {
+            st = inner
+                .sync_cv
+                .wait(st)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+        st.syncing = true;
+        drop(st);
+        let out = f();
+        if let Err(e) = &out {
+            let _ = inner.poison.set(e.to_string());
+        }
+        lock(&inner.sync).syncing = false;
+        inner.sync_cv.notify_all();
+        out
     }
 
     /// Wait until every offset below `end` is durable, fsyncing as the group
@@ -486,14 +542,11 @@ impl Log {
             }
             st.syncing = true;
             drop(st);
-            // Everything written before this point is covered by the fsync.
-            let (target, active) = {
-                let w = lock(&inner.writer);
-                (
-                    inner.next_offset.load(Ordering::Acquire),
-                    Arc::clone(&w.active),
-                )
-            };
+            // Everything below `target` is written, in the segment read next
+            // or in an earlier one, which a roll sealed (and fsynced) before it
+            // published its successor as the active segment.
+            let target = inner.next_offset.load(Ordering::Acquire);
+            let active = Arc::clone(&lock(&inner.active));
             let result = active
                 .file
                 .sync_data()
@@ -501,6 +554,15 @@ impl Log {
             inner.fsyncs.fetch_add(1, Ordering::Relaxed);
             st = lock(&inner.sync);
             st.syncing = false;
+            // A failure seen by another fsync of this file (a seal) may have
+            // concerned our bytes too: never report success after one.
+            let result = match (result, inner.poison.get()) {
+                (Ok(()), Some(cause)) => Err(Error::Poisoned {
+                    log: inner.name.clone(),
+                    cause: cause.clone(),
+                }),
+                (r, _) => r,
+            };
             match result {
                 Ok(()) => {
                     st.durable = st.durable.max(target);
@@ -510,6 +572,7 @@ impl Log {
                     inner.sync_cv.notify_all();
                 }
                 Err(e) => {
+                    st.deadline = None;
                     drop(st);
                     self.poison(&e);
                     return Err(e);
@@ -545,6 +608,7 @@ impl Log {
     }
 
     pub(crate) fn mark_closed(&self) {
+        let _w = lock(&self.inner.writer);
         self.inner.closed.store(true, Ordering::Release);
     }
 
@@ -581,7 +645,16 @@ impl Log {
             }
             let (position, data) = seg.locate(offset.max(seg.base_offset), interval)?;
             if data.is_empty() {
-                continue;
+                // The segment claims offsets up to its next offset but holds
+                // no batch for this one: never skip silently to later data.
+                return Err(Error::corrupt(
+                    &seg.path,
+                    position,
+                    format!(
+                        "no batch holds offset {offset}, below the segment's end {}",
+                        seg.next_offset()
+                    ),
+                ));
             }
             let mut end = 0usize;
             while end < data.len() {
@@ -602,6 +675,7 @@ impl Log {
                 path: Some(Arc::new(seg.path.clone())),
                 position,
                 verify_crc: true,
+                _dir_lock: Some(Arc::clone(&inner.dir_lock)),
             });
         }
         Ok(Batches::empty())
@@ -620,8 +694,10 @@ impl Log {
             let data = seg.bytes_from(from)?;
             let mut pos = 0usize;
             while pos < data.len() {
-                let view = BatchView::parse(&data[pos..])
-                    .map_err(|e| Error::corrupt(&seg.path, from + pos as u64, e.to_string()))?;
+                let at = from + pos as u64;
+                let view = BatchView::parse(&data[pos..]).map_err(|e| {
+                    Error::corrupt(&seg.path, at + e.position as u64, e.to_string())
+                })?;
                 pos += view.total_len();
                 if view.max_timestamp() < timestamp || view.last_offset() < start {
                     continue;
@@ -633,7 +709,7 @@ impl Log {
                     Ok(records) => {
                         for rec in records {
                             let rec = rec.map_err(|e| {
-                                Error::corrupt(&seg.path, from + pos as u64, e.to_string())
+                                Error::corrupt(&seg.path, at + e.position as u64, e.to_string())
                             })?;
                             let off = view.record_offset(&rec);
                             if view.record_timestamp(&rec) >= timestamp && off >= start {
@@ -641,7 +717,17 @@ impl Log {
                             }
                         }
                     }
-                    Err(_) => return Ok(Some(view.base_offset().max(start))),
+                    Err(e) if view.compression() != Compression::None => {
+                        tracing::debug!(error = %e, "timestamp lookup inside a compressed batch");
+                        return Ok(Some(view.base_offset().max(start)));
+                    }
+                    Err(e) => {
+                        return Err(Error::corrupt(
+                            &seg.path,
+                            at + e.position as u64,
+                            e.to_string(),
+                        ));
+                    }
                 }
             }
         }
@@ -724,6 +810,7 @@ pub struct Batches {
     path: Option<Arc<PathBuf>>,
     position: u64,
     verify_crc: bool,
+    _dir_lock: Option<DirLock>,
 }
 
 impl Batches {
@@ -733,6 +820,7 @@ impl Batches {
             path: None,
             position: 0,
             verify_crc: true,
+            _dir_lock: None,
         }
     }
 

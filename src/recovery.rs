@@ -173,12 +173,10 @@ pub(crate) fn recover(storage: &dyn Storage, dir: &Path, config: &Config) -> Res
     };
 
     // Segments wholly below the log start (retention interrupted mid-way).
-    let mut dir_changed = false;
     while bases.len() >= 2 && bases[1] <= log_start {
         remove_segment_files(storage, dir, bases[0])?;
         bases.remove(0);
         report.segments_deleted += 1;
-        dir_changed = true;
     }
 
     if bases.is_empty() {
@@ -247,7 +245,6 @@ pub(crate) fn recover(storage: &dyn Storage, dir: &Path, config: &Config) -> Res
                         report.segments_deleted += 1;
                     }
                     bases.truncate(i + 1);
-                    dir_changed = true;
                     drop(data);
                     // Fall through: this segment is now the active one.
                 }
@@ -286,10 +283,12 @@ pub(crate) fn recover(storage: &dyn Storage, dir: &Path, config: &Config) -> Res
             path.with_extension("index"),
             path.with_extension("timeindex"),
         ] {
-            if storage.remove_file(&p).is_ok() {
-                dir_changed = true;
-            }
+            let _ = storage.remove_file(&p);
         }
+        // What was read may have been only in the page cache (the process
+        // died before an fsync): make it durable before calling it so.
+        file.sync_all()
+            .map_err(|e| Error::io("fsync segment", &path, e))?;
         report.batches_scanned = scanned.batches;
         segments.push(Arc::new(Segment::from_scan(base, path, file, scanned)));
         break;
@@ -304,14 +303,13 @@ pub(crate) fn recover(storage: &dyn Storage, dir: &Path, config: &Config) -> Res
         }
         let seg = Segment::create(storage, dir, log_start)?;
         segments.push(Arc::new(seg));
-        dir_changed = true;
     }
     log_start = log_start.max(segments[0].base_offset);
-    if dir_changed {
-        storage
-            .sync_dir(dir)
-            .map_err(|e| Error::io("fsync directory", dir, e))?;
-    }
+    // Always: a crash may have come between creating a file (a segment, a
+    // rebuilt index) and fsyncing the directory.
+    storage
+        .sync_dir(dir)
+        .map_err(|e| Error::io("fsync directory", dir, e))?;
 
     report.segments = segments.len();
     report.log_start_offset = log_start;

@@ -177,7 +177,11 @@ pub(crate) fn scan(data: &[u8], base_offset: i64, index_interval: u64) -> Scan {
         let len = view.total_len() as u64;
         out.index
             .on_batch(rel, pos as u64, len, view.max_timestamp(), index_interval);
-        out.next_offset = view.last_offset() + 1;
+        let Some(next) = view.last_offset().checked_add(1) else {
+            out.stop = Some(stop("batch offsets overflow i64".into()));
+            break;
+        };
+        out.next_offset = next;
         out.max_timestamp = out.max_timestamp.max(view.max_timestamp());
         out.batches += 1;
         pos += view.total_len();
@@ -369,10 +373,14 @@ impl Segment {
         let end = pos + len;
         if preallocate > 0 && end > self.reserved_to.load(Ordering::Relaxed) {
             let to = end.div_ceil(preallocate) * preallocate;
-            self.file
-                .preallocate(pos, to - pos)
-                .map_err(|e| Error::io("preallocate segment", &self.path, e))?;
-            self.reserved_to.store(to, Ordering::Relaxed);
+            // Reserving space is an optimization: if it fails (a nearly full
+            // disk), write without it; the write itself reports a full disk.
+            match self.file.preallocate(pos, to - pos) {
+                Ok(()) => self.reserved_to.store(to, Ordering::Relaxed),
+                Err(e) => {
+                    tracing::debug!(segment = %self.path.display(), error = %e, "preallocation failed")
+                }
+            }
         }
         // Write the later parts first, the first part (holding the header
         // start) last: a crash in between leaves a batch whose header does not
@@ -430,17 +438,26 @@ impl Segment {
             times.extend_from_slice(&sentinel.encode());
             (offsets, times)
         };
+        // Each file is written whole under a temporary name and renamed into
+        // place, so a crash never leaves a partial index (the caller fsyncs
+        // the directory).
         for (path, bytes) in [
             (self.index_path(), offsets),
             (self.time_index_path(), times),
         ] {
+            let mut tmp = path.clone().into_os_string();
+            tmp.push(".tmp");
+            let tmp = PathBuf::from(tmp);
             let f = storage
-                .open(&path, OpenMode::Truncate)
-                .map_err(|e| Error::io("create index", &path, e))?;
+                .open(&tmp, OpenMode::Truncate)
+                .map_err(|e| Error::io("create index", &tmp, e))?;
             f.write_at(&bytes, 0)
-                .map_err(|e| Error::io("write index", &path, e))?;
+                .map_err(|e| Error::io("write index", &tmp, e))?;
             f.sync_all()
-                .map_err(|e| Error::io("fsync index", &path, e))?;
+                .map_err(|e| Error::io("fsync index", &tmp, e))?;
+            storage
+                .rename(&tmp, &path)
+                .map_err(|e| Error::io("rename index", &path, e))?;
         }
         Ok(())
     }

@@ -9,7 +9,6 @@
 //! - A background thread performs interval flushes and periodic retention;
 //!   it holds only a weak reference and stops when the store is dropped.
 
-use std::any::Any;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -19,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::log::{Log, Waker};
+use crate::log::{DirLock, Log, Waker};
 use crate::recovery::RecoveryReport;
 use crate::storage::{FsStorage, Storage};
 
@@ -59,7 +58,7 @@ pub fn validate_topic(topic: &str) -> Result<()> {
 }
 
 /// Parse a partition directory name `<topic>-<partition>`.
-fn parse_partition_dir(name: &str) -> Option<(String, u32)> {
+pub(crate) fn parse_partition_dir(name: &str) -> Option<(String, u32)> {
     let (topic, partition) = name.rsplit_once('-')?;
     if partition.is_empty() || !partition.bytes().all(|b| b.is_ascii_digit()) {
         return None;
@@ -82,8 +81,9 @@ struct StoreInner {
     create: Mutex<()>,
     waker: Arc<Waker>,
     closed: AtomicBool,
-    // Dropped last: the lock outlives every log.
-    _lock: Box<dyn Any + Send + Sync>,
+    /// The directory lock, shared with every log (and read result), so it is
+    /// released only when the last of them is gone.
+    lock: DirLock,
 }
 
 impl std::fmt::Debug for StoreInner {
@@ -130,6 +130,14 @@ impl Store {
                 Error::io("lock store directory", &dir, e)
             }
         })?;
+        let lock: DirLock = Arc::new(lock);
+        // The store directory's own entry must be durable before anything
+        // inside it is acknowledged.
+        if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+            storage
+                .sync_dir(parent)
+                .map_err(|e| Error::io("fsync directory", parent, e))?;
+        }
         let config = Arc::new(config);
         let waker = Arc::new(Waker::default());
         let mut logs = BTreeMap::new();
@@ -152,6 +160,7 @@ impl Store {
                 partition,
                 Arc::clone(&config),
                 Arc::clone(&waker),
+                Arc::clone(&lock),
             )?;
             logs.insert((topic, partition), log);
         }
@@ -163,7 +172,7 @@ impl Store {
             create: Mutex::new(()),
             waker,
             closed: AtomicBool::new(false),
-            _lock: lock,
+            lock,
         });
         let weak = Arc::downgrade(&inner);
         let background = std::thread::Builder::new()
@@ -196,6 +205,9 @@ impl Store {
         }
         let inner = &*self.inner;
         let _guard = inner.create.lock().unwrap_or_else(PoisonError::into_inner);
+        // Checked again under `create`, which shutdown also takes: a log
+        // created now is in the map that shutdown closes.
+        self.check_open()?;
         if let Some(log) = self.read_logs().get(&key) {
             return Ok(log.clone());
         }
@@ -211,6 +223,7 @@ impl Store {
             partition,
             Arc::clone(&inner.config),
             Arc::clone(&inner.waker),
+            Arc::clone(&inner.lock),
         )?;
         // The partition directory's own entry must be durable too.
         inner
@@ -248,20 +261,28 @@ impl Store {
             .collect()
     }
 
-    /// Make every appended batch of every log durable.
+    /// Make every appended batch of every log durable. Every log is flushed
+    /// even if one fails; the first error is returned.
     pub fn flush(&self) -> Result<()> {
+        let mut first = Ok(());
         for log in self.logs() {
-            log.flush()?;
+            if let Err(e) = log.flush() {
+                tracing::error!(log = %format!("{}-{}", log.topic(), log.partition()), error = %e, "flush failed");
+                if first.is_ok() {
+                    first = Err(e);
+                }
+            }
         }
-        Ok(())
+        first
     }
 
-    /// Flush every log, then close the store: every handle refuses further
-    /// use and the directory lock is released.
+    /// Close the store cleanly: refuse new appends, let those in flight
+    /// finish, flush every log, stop the background thread. Handles refuse
+    /// further writes; the directory lock is released once the last handle
+    /// and read result are dropped.
     pub fn close(mut self) -> Result<()> {
-        let flushed = self.flush();
         self.shutdown();
-        flushed
+        self.flush()
     }
 
     fn check_open(&self) -> Result<()> {
@@ -281,8 +302,16 @@ impl Store {
     }
 
     fn shutdown(&mut self) {
-        self.inner.closed.store(true, Ordering::Release);
+        {
+            let _guard = self
+                .inner
+                .create
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            self.inner.closed.store(true, Ordering::Release);
+        }
         for log in self.logs() {
+            // Waits for an append in flight, so none lands after this.
             log.mark_closed();
         }
         {
@@ -323,12 +352,21 @@ fn background_loop(store: Weak<StoreInner>) {
             .cloned()
             .collect();
         let now = Instant::now();
-        let mut wake_at = now + check_every;
+        // A check interval too long to represent means "wait for a wake-up".
+        let far = now
+            .checked_add(check_every)
+            .unwrap_or(now + Duration::from_secs(3600));
+        let mut wake_at = far;
         for log in &logs {
             if let Some(due) = log.flush_deadline() {
                 if due <= now {
                     if let Err(e) = log.flush() {
                         tracing::error!(log = %format!("{}-{}", log.topic(), log.partition()), error = %e, "interval flush failed");
+                    }
+                    // Appends during the flush set a later deadline (and wake
+                    // us); fold it in.
+                    if let Some(next) = log.flush_deadline().filter(|t| *t > now) {
+                        wake_at = wake_at.min(next);
                     }
                 } else {
                     wake_at = wake_at.min(due);
@@ -341,7 +379,7 @@ fn background_loop(store: Weak<StoreInner>) {
                     tracing::warn!(log = %format!("{}-{}", log.topic(), log.partition()), error = %e, "retention failed");
                 }
             }
-            next_retention = now + check_every;
+            next_retention = far;
         }
         if wants_retention {
             wake_at = wake_at.min(next_retention);

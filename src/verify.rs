@@ -116,7 +116,7 @@ pub fn verify_with_storage(
     let mut total = 0u64;
     for name in list(dir)? {
         let pdir = dir.join(&name);
-        if !storage.is_dir(&pdir) {
+        if !storage.is_dir(&pdir) || crate::store::parse_partition_dir(&name).is_none() {
             continue;
         }
         let mut bases: Vec<i64> = list(&pdir)?
@@ -141,9 +141,11 @@ pub fn verify_with_storage(
     for (pdir, bases) in partitions {
         report.partitions += 1;
         let start_path = pdir.join(LOG_START_FILE);
+        let mut log_start = None;
         if let Ok(f) = storage.open(&start_path, OpenMode::Existing) {
             let raw = read_all(f.as_ref()).map_err(|e| Error::io("read", &start_path, e))?;
-            if decode_log_start(&raw).is_none() {
+            log_start = decode_log_start(&raw);
+            if log_start.is_none() {
                 report.problems.push(Problem {
                     severity: Severity::Error,
                     kind: "bad_log_start_file",
@@ -153,9 +155,26 @@ pub fn verify_with_storage(
                 });
             }
         }
+        let mut end_offset = None;
         for (i, &base) in bases.iter().enumerate() {
             let path = pdir.join(log_file_name(base));
             let is_last = i + 1 == bases.len();
+            // Wholly below the log start: left by an interrupted retention,
+            // deleted at the next open; not part of the log.
+            if let (Some(start), Some(&next)) = (log_start, bases.get(i + 1))
+                && next <= start
+            {
+                report.problems.push(Problem {
+                    severity: Severity::Warning,
+                    kind: "pending_deletion",
+                    path: path.clone(),
+                    position: 0,
+                    detail: format!(
+                        "segment lies below the log start offset {start}; the next open deletes it"
+                    ),
+                });
+                continue;
+            }
             let file = storage
                 .open(&path, OpenMode::Existing)
                 .map_err(|e| Error::io("open segment", &path, e))?;
@@ -166,6 +185,9 @@ pub fn verify_with_storage(
                 .read_bytes(0, usize::try_from(len).unwrap_or(usize::MAX))
                 .map_err(|e| Error::io("read segment", &path, e))?;
             let s = scan(&data, base, 4096);
+            if is_last {
+                end_offset = Some(s.next_offset);
+            }
             report.segments += 1;
             report.batches += s.batches;
             report.bytes += len;
@@ -212,6 +234,17 @@ pub fn verify_with_storage(
             progress(Progress {
                 bytes_done: done,
                 bytes_total: total,
+            });
+        }
+        if let (Some(start), Some(end)) = (log_start, end_offset)
+            && start > end
+        {
+            report.problems.push(Problem {
+                severity: Severity::Error,
+                kind: "log_start_past_end",
+                path: start_path.clone(),
+                position: 0,
+                detail: format!("the log start offset {start} lies past the end of the log ({end}); the next open would empty the log"),
             });
         }
     }

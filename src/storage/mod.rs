@@ -3,7 +3,8 @@
 //!
 //! Everything above this module sees files through [`Storage`] and
 //! [`StorageFile`]. Two implementations exist:
-//! - [`FsStorage`]: real files. Writes use `pwrite`; reads are zero-copy
+//! - `FsStorage`: real files (crate-private: its memory maps are sound only
+//!   while one handle per file lends bytes, which the engine guarantees). Writes use `pwrite`; reads are zero-copy
 //!   slices of a read-only memory map (see `mmap.rs`, the only module allowed
 //!   `unsafe`).
 //! - [`SimStorage`]: an in-memory disk that keeps written bytes apart from
@@ -30,7 +31,7 @@ mod fs;
 mod mmap;
 pub mod sim;
 
-pub use fs::FsStorage;
+pub(crate) use fs::FsStorage;
 pub use sim::SimStorage;
 
 /// How [`Storage::open`] treats a missing or existing file.
