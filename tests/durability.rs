@@ -188,3 +188,87 @@ fn explicit_flush_makes_os_appends_durable() {
     assert_eq!(store.log("t", 0).unwrap().next_offset(), 5);
     let _ = Path::new("/");
 }
+
+#[test]
+fn a_failed_seal_fsync_poisons_before_any_later_sync_succeeds() {
+    let sim = SimStorage::new();
+    let cfg = small_config().with_durability(Durability::Os);
+    let store = open(&sim, cfg.clone());
+    let log = store.log("t", 0).unwrap();
+    log.append(&sized_batch(3000, 1, 0)).unwrap();
+    // The next append rolls: its seal's fsync is the first sync from now.
+    sim.fail_sync_at(1);
+    let e = log.append(&sized_batch(3000, 2, 0)).unwrap_err();
+    assert_eq!(e.kind(), "io", "{e}");
+    // The kernel reports a writeback error once; a later fsync that returns
+    // 0 proves nothing, so nothing may be reported durable now.
+    assert_eq!(log.flush().unwrap_err().kind(), "poisoned");
+    assert_eq!(
+        log.append_with(&sized_batch(10, 3, 0), Durability::Sync)
+            .unwrap_err()
+            .kind(),
+        "poisoned"
+    );
+}
+
+#[test]
+fn reopening_after_a_process_crash_makes_the_survivors_durable() {
+    let sim = SimStorage::new();
+    let cfg = Config::default().with_durability(Durability::Os);
+    let store = open(&sim, cfg.clone());
+    let log = store.log("t", 0).unwrap();
+    for i in 0..5 {
+        log.append(&batch("os", 1, i)).unwrap();
+    }
+    // kill -9: the page cache keeps the appends, nothing was fsynced.
+    sim.crash(CrashMode::KeepAll);
+    drop(log);
+    drop(store);
+    let store = open(&sim, cfg.clone());
+    let log = store.log("t", 0).unwrap();
+    assert_eq!(log.next_offset(), 5);
+    assert_eq!(log.durable_offset(), 5, "reopen fsyncs what it found");
+    // So a power loss right after the reopen keeps them.
+    sim.crash(CrashMode::LoseUnsynced);
+    drop(log);
+    drop(store);
+    let store = open(&sim, cfg);
+    assert_eq!(store.log("t", 0).unwrap().next_offset(), 5);
+}
+
+#[test]
+fn offsets_near_i64_max_are_errors_not_panics() {
+    let sim = SimStorage::new();
+    let dir = Path::new("/store/t-0");
+    {
+        let store = open(&sim, Config::default());
+        store.log("t", 0).unwrap();
+    }
+    // A segment whose base offset leaves no room for its batch's offsets.
+    let base = i64::MAX - 1;
+    let mut b = batch("x", 3, 0);
+    oncelog::format::set_base_offset(&mut b, base).unwrap();
+    let seg = dir.join(format!("{base:020}.log"));
+    {
+        use oncelog::storage::{OpenMode, Storage};
+        sim.remove_file(&dir.join(format!("{:020}.log", 0)))
+            .unwrap();
+        let f = sim.open(&seg, OpenMode::Create).unwrap();
+        f.write_at(&b, 0).unwrap();
+        f.sync_all().unwrap();
+        sim.sync_dir(dir).unwrap();
+    }
+    let store = open(&sim, Config::default());
+    let log = store.log("t", 0).unwrap();
+    assert_eq!(log.recovery_report().bytes_truncated, b.len() as u64);
+    assert_eq!(log.next_offset(), base);
+    let e = log.append(&batch("y", 3, 0)).unwrap_err();
+    assert_eq!(e.kind(), "invalid_batch", "{e}");
+    let one = log.append(&batch("y", 1, 0)).unwrap();
+    assert_eq!(one.base_offset, base);
+    drop(log);
+    drop(store);
+    let report =
+        oncelog::verify_with_storage(Path::new("/store"), Arc::new(sim.clone()), |_| {}).unwrap();
+    assert!(report.is_sound(), "{:?}", report.problems);
+}

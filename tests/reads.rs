@@ -200,3 +200,39 @@ fn a_batch_larger_than_a_segment_gets_a_segment_of_its_own() {
     );
     assert_eq!(all[1].1.len(), 10_000);
 }
+
+#[test]
+fn a_sealed_segment_cut_short_on_disk_is_an_error_not_a_gap() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, log, _) = filled(dir.path());
+    drop(log);
+    store.close().unwrap();
+    let seg = segment_files(&dir.path().join("t-0"))[0].clone();
+    let bytes = std::fs::read(&seg).unwrap();
+    // Drop the last batch exactly at a batch boundary.
+    let mut pos = 0;
+    let mut starts = Vec::new();
+    while pos < bytes.len() {
+        starts.push(pos);
+        pos += oncelog::format::peek_batch_len(&bytes[pos..]).unwrap();
+    }
+    let cut = *starts.last().unwrap();
+    std::fs::write(&seg, &bytes[..cut]).unwrap();
+    let store = Store::open(dir.path(), small_config()).unwrap();
+    let log = store.log("t", 0).unwrap();
+    let lost = oncelog::format::BatchView::parse(&bytes[cut..])
+        .unwrap()
+        .base_offset();
+    let e = log.read(lost, 100).unwrap_err();
+    assert_eq!(e.kind(), "corrupt", "{e}");
+    assert!(e.to_string().contains(&seg.display().to_string()));
+    drop(log);
+    store.close().unwrap();
+    let report = oncelog::verify(dir.path(), |_| {}).unwrap();
+    assert!(!report.is_sound());
+    assert!(
+        report.problems.iter().any(|p| p.kind == "offset_gap"),
+        "{:?}",
+        report.problems
+    );
+}
