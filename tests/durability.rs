@@ -16,6 +16,21 @@ fn open(sim: &SimStorage, cfg: Config) -> Store {
     Store::open_with_storage("/store", cfg, Arc::new(sim.clone())).unwrap()
 }
 
+/// Crash the disk under an open store, then reopen it and return partition
+/// `t-0` of the new store.
+fn crash_and_reopen(
+    sim: &SimStorage,
+    mode: CrashMode,
+    old: (Store, oncelog::Log),
+    cfg: Config,
+) -> (Store, oncelog::Log) {
+    sim.crash(mode);
+    drop(old);
+    let store = open(sim, cfg);
+    let log = store.log("t", 0).unwrap();
+    (store, log)
+}
+
 #[test]
 fn power_loss_keeps_every_sync_append_and_drops_unsynced_ones() {
     for mode in [
@@ -161,11 +176,8 @@ fn interval_durability_is_flushed_in_the_background() {
         );
         std::thread::sleep(Duration::from_millis(5));
     }
-    sim.crash(CrashMode::LoseUnsynced);
-    drop(log);
-    drop(store);
-    let store = open(&sim, cfg);
-    assert_eq!(store.log("t", 0).unwrap().next_offset(), 5);
+    let (_store, log) = crash_and_reopen(&sim, CrashMode::LoseUnsynced, (store, log), cfg);
+    assert_eq!(log.next_offset(), 5);
 }
 
 #[test]
@@ -181,11 +193,8 @@ fn explicit_flush_makes_os_appends_durable() {
     log.flush().unwrap();
     assert_eq!(log.durable_offset(), 5);
     log.append(&batch("lost", 1, 9)).unwrap();
-    sim.crash(CrashMode::LoseUnsynced);
-    drop(log);
-    drop(store);
-    let store = open(&sim, cfg);
-    assert_eq!(store.log("t", 0).unwrap().next_offset(), 5);
+    let (_store, log) = crash_and_reopen(&sim, CrashMode::LoseUnsynced, (store, log), cfg);
+    assert_eq!(log.next_offset(), 5);
     let _ = Path::new("/");
 }
 
@@ -221,19 +230,12 @@ fn reopening_after_a_process_crash_makes_the_survivors_durable() {
         log.append(&batch("os", 1, i)).unwrap();
     }
     // kill -9: the page cache keeps the appends, nothing was fsynced.
-    sim.crash(CrashMode::KeepAll);
-    drop(log);
-    drop(store);
-    let store = open(&sim, cfg.clone());
-    let log = store.log("t", 0).unwrap();
+    let (store, log) = crash_and_reopen(&sim, CrashMode::KeepAll, (store, log), cfg.clone());
     assert_eq!(log.next_offset(), 5);
     assert_eq!(log.durable_offset(), 5, "reopen fsyncs what it found");
     // So a power loss right after the reopen keeps them.
-    sim.crash(CrashMode::LoseUnsynced);
-    drop(log);
-    drop(store);
-    let store = open(&sim, cfg);
-    assert_eq!(store.log("t", 0).unwrap().next_offset(), 5);
+    let (_store, log) = crash_and_reopen(&sim, CrashMode::LoseUnsynced, (store, log), cfg);
+    assert_eq!(log.next_offset(), 5);
 }
 
 #[test]
