@@ -948,6 +948,7 @@ mod tests {
     fn handles_are_send_and_sync() {
         fn is<T: Send + Sync>() {}
         is::<Log>();
+        is::<crate::Store>();
         is::<Batches>();
         is::<Batch>();
     }
