@@ -855,6 +855,7 @@ impl Batches {
             batches: self,
             pos: 0,
             done: false,
+            expect: None,
         }
     }
 }
@@ -873,6 +874,8 @@ pub struct BatchIter<'a> {
     batches: &'a Batches,
     pos: usize,
     done: bool,
+    /// The offset the next batch must start at (after the first).
+    expect: Option<i64>,
 }
 
 impl Iterator for BatchIter<'_> {
@@ -889,8 +892,24 @@ impl Iterator for BatchIter<'_> {
         } else {
             BatchView::parse_header_only(rest)
         };
+        let at = self.batches.position + self.pos as u64;
+        let path = || self.batches.path.as_deref().cloned().unwrap_or_default();
         match parsed {
+            // baseOffset lies outside the CRC: continuity is what checks it.
+            Ok(view) if self.expect.is_some_and(|e| e != view.base_offset()) => {
+                self.done = true;
+                Some(Err(Error::corrupt(
+                    path(),
+                    at,
+                    format!(
+                        "batch has base offset {}, expected {}",
+                        view.base_offset(),
+                        self.expect.unwrap_or_default()
+                    ),
+                )))
+            }
             Ok(view) => {
+                self.expect = view.last_offset().checked_add(1);
                 let len = view.total_len();
                 let batch = Batch {
                     bytes: data.slice(self.pos..self.pos + len),
@@ -900,10 +919,9 @@ impl Iterator for BatchIter<'_> {
             }
             Err(e) => {
                 self.done = true;
-                let path = self.batches.path.as_deref().cloned().unwrap_or_default();
                 Some(Err(Error::corrupt(
-                    path,
-                    self.batches.position + self.pos as u64 + e.position as u64,
+                    path(),
+                    at + e.position as u64,
                     e.to_string(),
                 )))
             }

@@ -236,3 +236,35 @@ fn a_sealed_segment_cut_short_on_disk_is_an_error_not_a_gap() {
         report.problems
     );
 }
+
+#[test]
+fn a_damaged_base_offset_outside_the_crc_is_caught_by_continuity() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, log, spans) = filled(dir.path());
+    drop(log);
+    store.close().unwrap();
+    let seg = segment_files(&dir.path().join("t-0"))[0].clone();
+    let mut bytes = std::fs::read(&seg).unwrap();
+    // The fourth batch's baseOffset (not covered by the CRC).
+    let mut pos = 0;
+    for _ in 0..3 {
+        pos += oncelog::format::peek_batch_len(&bytes[pos..]).unwrap();
+    }
+    bytes[pos + 7] ^= 0x20;
+    std::fs::write(&seg, &bytes).unwrap();
+    let store = Store::open(dir.path(), small_config()).unwrap();
+    let log = store.log("t", 0).unwrap();
+    let batches = log.read(spans[0].0, 1 << 20).unwrap();
+    let results: Vec<_> = batches.iter().collect();
+    assert_eq!(results.len(), 4);
+    assert!(results[..3].iter().all(Result::is_ok));
+    let e = results[3].as_ref().unwrap_err();
+    assert_eq!(e.kind(), "corrupt");
+    match e {
+        oncelog::Error::Corrupt { path, position, .. } => {
+            assert_eq!(path, &seg);
+            assert_eq!(*position, pos as u64);
+        }
+        other => panic!("{other}"),
+    }
+}
