@@ -131,6 +131,13 @@ impl Error {
         }
     }
 
+    /// A format error found in bytes that start at file position `start`:
+    /// the position (and the message) become positions in the file.
+    pub(crate) fn corrupt_batch(path: impl Into<PathBuf>, start: u64, e: FormatError) -> Error {
+        let shifted = e.shifted(usize::try_from(start).unwrap_or(usize::MAX));
+        Error::corrupt(path, shifted.position as u64, shifted.to_string())
+    }
+
     pub(crate) fn corrupt(
         path: impl Into<PathBuf>,
         position: u64,

@@ -695,9 +695,8 @@ impl Log {
             let mut pos = 0usize;
             while pos < data.len() {
                 let at = from + pos as u64;
-                let view = BatchView::parse(&data[pos..]).map_err(|e| {
-                    Error::corrupt(&seg.path, at + e.position as u64, e.to_string())
-                })?;
+                let view = BatchView::parse(&data[pos..])
+                    .map_err(|e| Error::corrupt_batch(&seg.path, at, e))?;
                 pos += view.total_len();
                 if view.max_timestamp() < timestamp || view.last_offset() < start {
                     continue;
@@ -708,9 +707,7 @@ impl Log {
                 match view.records() {
                     Ok(records) => {
                         for rec in records {
-                            let rec = rec.map_err(|e| {
-                                Error::corrupt(&seg.path, at + e.position as u64, e.to_string())
-                            })?;
+                            let rec = rec.map_err(|e| Error::corrupt_batch(&seg.path, at, e))?;
                             let off = view.record_offset(&rec);
                             if view.record_timestamp(&rec) >= timestamp && off >= start {
                                 return Ok(Some(off));
@@ -721,13 +718,7 @@ impl Log {
                         tracing::debug!(error = %e, "timestamp lookup inside a compressed batch");
                         return Ok(Some(view.base_offset().max(start)));
                     }
-                    Err(e) => {
-                        return Err(Error::corrupt(
-                            &seg.path,
-                            at + e.position as u64,
-                            e.to_string(),
-                        ));
-                    }
+                    Err(e) => return Err(Error::corrupt_batch(&seg.path, at, e)),
                 }
             }
         }
@@ -919,11 +910,7 @@ impl Iterator for BatchIter<'_> {
             }
             Err(e) => {
                 self.done = true;
-                Some(Err(Error::corrupt(
-                    path(),
-                    at + e.position as u64,
-                    e.to_string(),
-                )))
+                Some(Err(Error::corrupt_batch(path(), at, e)))
             }
         }
     }

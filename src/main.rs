@@ -444,7 +444,7 @@ fn demo(args: &[String]) -> Result<(), Failure> {
     a.expect_positional(&[])?;
     let tmp = tempfile::tempdir()?;
     let dir = tmp.path().join("store");
-    let config = Config::default().with_segment_bytes(64 * 1024);
+    let config = Config::default().with_segment_bytes(16 * 1024);
     let clock = SystemClock;
     let make_batch = |i: usize, n: usize| {
         let mut b = BatchBuilder::new();

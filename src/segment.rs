@@ -145,7 +145,7 @@ pub(crate) fn scan(data: &[u8], base_offset: i64, index_interval: u64) -> Scan {
                 let reason = if rest.iter().all(|&b| b == 0) {
                     format!("{} zero bytes (unwritten space)", rest.len())
                 } else {
-                    e.to_string()
+                    e.shifted(pos).to_string()
                 };
                 out.stop = Some(stop(reason));
                 break;
@@ -503,7 +503,7 @@ impl Segment {
         let mut pos = 0usize;
         while pos < data.len() {
             let view = BatchView::parse_header_only(&data[pos..])
-                .map_err(|e| Error::corrupt(&self.path, start + pos as u64, e.to_string()))?;
+                .map_err(|e| Error::corrupt_batch(&self.path, start + pos as u64, e))?;
             if view.last_offset() >= offset {
                 return Ok((start + pos as u64, data.slice(pos..)));
             }
