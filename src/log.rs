@@ -321,28 +321,11 @@ impl Log {
             return Err(self.invalid(FormatErrorKind::UnsupportedCompression { codec }, 21));
         }
         if self.inner.config.validate_records {
-            let bad = |source| Error::InvalidBatch {
-                log: self.inner.name.clone(),
-                source,
-            };
-            view.validate_records().map_err(bad)?;
-            // The time index and retention by age trust maxTimestamp.
-            if view.compression() == Compression::None
-                && view.timestamp_type() == TimestampType::CreateTime
-            {
-                let mut max = i64::MIN;
-                for rec in view.records().map_err(bad)? {
-                    max = max.max(view.record_timestamp(&rec.map_err(bad)?));
-                }
-                if max != view.max_timestamp() {
-                    return Err(self.invalid(
-                        FormatErrorKind::BadRecord {
-                            detail: "maxTimestamp differs from the largest record timestamp",
-                        },
-                        35,
-                    ));
-                }
-            }
+            view.validate_records()
+                .map_err(|source| Error::InvalidBatch {
+                    log: self.inner.name.clone(),
+                    source,
+                })?;
         }
         Ok(view)
     }

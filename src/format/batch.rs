@@ -652,7 +652,9 @@ impl<'a> BatchView<'a> {
     /// Uncompressed: `recordsCount >= 1` (0 is [`FormatErrorKind::EmptyBatch`]);
     /// every record decodes and consumes exactly its length; exactly
     /// `recordsCount` records and no trailing bytes; offset deltas strictly
-    /// increasing from >= 0, the last one equal to `lastOffsetDelta`.
+    /// increasing from >= 0, the last one equal to `lastOffsetDelta`; for
+    /// `CreateTime` batches, `maxTimestamp` equal to the largest record
+    /// timestamp.
     ///
     /// Compressed: only `recordsCount >= 1` and `lastOffsetDelta >= 0` (the
     /// records themselves cannot be decoded).
@@ -691,8 +693,10 @@ impl<'a> BatchView<'a> {
         let mut iter = self.records()?;
         let mut previous: i32 = -1;
         let mut record_start = iter.position();
+        let mut max_timestamp = i64::MIN;
         while let Some(rec) = iter.next() {
             let rec = rec?;
+            max_timestamp = max_timestamp.max(self.record_timestamp(&rec));
             if rec.offset_delta <= previous {
                 return Err(FormatError::new(
                     FormatErrorKind::NonMonotonicOffsetDelta {
@@ -718,6 +722,15 @@ impl<'a> BatchView<'a> {
                     found: previous,
                 },
                 offsets::LAST_OFFSET_DELTA,
+            ));
+        }
+        // Time indexes and retention by age trust maxTimestamp.
+        if self.timestamp_type() == TimestampType::CreateTime
+            && max_timestamp != self.max_timestamp()
+        {
+            return Err(FormatError::bad_record(
+                offsets::MAX_TIMESTAMP,
+                "maxTimestamp differs from the largest record timestamp",
             ));
         }
         Ok(())
@@ -1399,6 +1412,24 @@ mod tests {
             .collect();
         assert_eq!(ts, [i64::MAX, i64::MIN, 0]);
         assert_eq!(v.max_timestamp(), i64::MAX);
+    }
+
+    #[test]
+    fn validate_records_checks_max_timestamp() {
+        let mut b = sample();
+        BatchView::parse(&b).unwrap().validate_records().unwrap();
+        b[offsets::MAX_TIMESTAMP..offsets::PRODUCER_ID].copy_from_slice(&2_000i64.to_be_bytes());
+        fix_crc(&mut b);
+        let e = BatchView::parse(&b)
+            .unwrap()
+            .validate_records()
+            .unwrap_err();
+        assert_eq!(e.position, offsets::MAX_TIMESTAMP);
+        // LogAppendTime batches carry the broker's time in maxTimestamp.
+        let attrs = (ATTR_TIMESTAMP_TYPE).to_be_bytes();
+        b[offsets::ATTRIBUTES..offsets::LAST_OFFSET_DELTA].copy_from_slice(&attrs);
+        fix_crc(&mut b);
+        BatchView::parse(&b).unwrap().validate_records().unwrap();
     }
 
     #[test]
