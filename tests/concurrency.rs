@@ -83,8 +83,11 @@ fn readers_never_see_a_partial_batch() {
 
 #[test]
 fn durable_appends_from_many_threads_share_fsyncs() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path(), Config::default()).unwrap();
+    // A simulated disk whose flushes take a millisecond, like a real one, so
+    // that the outcome does not hinge on how fast this machine's disk is.
+    let sim = oncelog::storage::SimStorage::new();
+    sim.set_sync_delay(std::time::Duration::from_millis(1));
+    let store = Store::open_with_storage("/s", Config::default(), Arc::new(sim.clone())).unwrap();
     let log = store.log("t", 0).unwrap();
     let threads = 16;
     let per_thread = 20;
@@ -106,7 +109,7 @@ fn durable_appends_from_many_threads_share_fsyncs() {
     assert_eq!(stats.appends, (threads * per_thread) as u64);
     // One appender at a time would need one fsync each; sharing needs far fewer.
     assert!(
-        stats.fsyncs < stats.appends * 3 / 4,
+        stats.fsyncs < stats.appends / 4,
         "group commit: {} fsyncs for {} appends",
         stats.fsyncs,
         stats.appends

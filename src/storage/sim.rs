@@ -68,6 +68,7 @@ struct State {
     fail_write_at: Option<(u64, usize)>,
     fail_sync_at: Option<u64>,
     space_left: Option<u64>,
+    sync_delay: std::time::Duration,
 }
 
 /// An in-memory disk; see the module docs. Clones share the same disk.
@@ -164,6 +165,12 @@ impl SimStorage {
         lock(&self.state).space_left = bytes;
     }
 
+    /// Make every file sync take at least `delay`, as a real disk's cache
+    /// flush does (so that concurrent appenders overlap).
+    pub fn set_sync_delay(&self, delay: std::time::Duration) {
+        lock(&self.state).sync_delay = delay;
+    }
+
     /// Writes and syncs performed so far.
     pub fn op_counts(&self) -> (u64, u64) {
         let st = lock(&self.state);
@@ -229,9 +236,14 @@ impl SimFile {
             st.fail_sync_at = None;
             return Err(eio("fsync failed"));
         }
+        let delay = st.sync_delay;
         drop(st);
-        let mut f = lock(&self.data);
-        f.durable = f.live.clone();
+        // What is written before the flush starts is what it makes durable.
+        let snapshot = lock(&self.data).live.clone();
+        if !delay.is_zero() {
+            std::thread::sleep(delay);
+        }
+        lock(&self.data).durable = snapshot;
         Ok(())
     }
 }
