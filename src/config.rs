@@ -257,3 +257,62 @@ impl Config {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_bad_values_are_named() {
+        Config::default().validate().unwrap();
+        let field = |c: Config| match c.validate().unwrap_err() {
+            Error::InvalidConfig { field, .. } => field,
+            other => panic!("{other}"),
+        };
+        assert_eq!(
+            field(Config::default().with_segment_bytes(100)),
+            "segment_bytes"
+        );
+        assert_eq!(
+            field(Config::default().with_segment_bytes(1 << 31)),
+            "segment_bytes"
+        );
+        assert_eq!(
+            field(Config::default().with_index_interval_bytes(0)),
+            "index_interval_bytes"
+        );
+        assert_eq!(
+            field(Config::default().with_max_batch_bytes(10)),
+            "max_batch_bytes"
+        );
+        assert_eq!(
+            field(Config::default().with_preallocate_bytes(2 << 30)),
+            "preallocate_bytes"
+        );
+        assert_eq!(
+            field(Config::default().with_durability(Durability::Interval(Duration::ZERO))),
+            "durability"
+        );
+        assert_eq!(
+            field(Config::default().with_retention_check_interval(Duration::ZERO)),
+            "retention_check_interval"
+        );
+        // Huge but representable values are fine: they mean "practically never".
+        Config::default()
+            .with_durability(Durability::Interval(Duration::MAX))
+            .with_retention_check_interval(Duration::MAX)
+            .validate()
+            .unwrap();
+    }
+
+    #[test]
+    fn manual_clock_moves_only_when_told() {
+        let c = ManualClock::new(5);
+        assert_eq!(c.now_ms(), 5);
+        c.advance(Duration::from_secs(2));
+        assert_eq!(c.now_ms(), 2005);
+        c.set(1);
+        assert_eq!(c.now_ms(), 1);
+        assert!(SystemClock.now_ms() > 1_600_000_000_000);
+    }
+}

@@ -337,3 +337,21 @@ fn concurrent_sync_appends_across_rolls_survive_power_loss() {
         }
     }
 }
+
+#[test]
+fn huge_intervals_mean_never_and_do_not_panic() {
+    let sim = SimStorage::new();
+    let cfg = Config::default()
+        .with_durability(Durability::Interval(Duration::MAX))
+        .with_retention_check_interval(Duration::MAX)
+        .with_retention_bytes(Some(1 << 20));
+    let store = open(&sim, cfg);
+    let log = store.log("t", 0).unwrap();
+    log.append(&batch("x", 1, 0)).unwrap();
+    std::thread::sleep(Duration::from_millis(20)); // let the background thread run
+    assert_eq!(log.durable_offset(), 0, "never due");
+    log.flush().unwrap();
+    assert_eq!(log.durable_offset(), 1);
+    drop(log);
+    store.close().unwrap();
+}
