@@ -348,7 +348,7 @@ impl Log {
     fn poison(&self, err: &Error) {
         let _ = self.inner.poison.set(err.to_string());
         tracing::error!(log = %self.inner.name, error = %err, "log poisoned: refusing writes until reopened");
-        let _st = lock(&self.inner.sync);
+        lock(&self.inner.sync).deadline = None;
         self.inner.sync_cv.notify_all();
     }
 
@@ -464,7 +464,9 @@ impl Log {
         {
             // Every segment before the new one is sealed and fsynced.
             let mut st = lock(&inner.sync);
-            st.durable = st.durable.max(new.base_offset);
+            if inner.poison.get().is_none() {
+                st.durable = st.durable.max(new.base_offset);
+            }
         }
         tracing::debug!(log = %inner.name, base_offset = new.base_offset, "rolled to a new segment");
         *lock(&inner.active) = Arc::clone(&new);
@@ -490,15 +492,31 @@ impl Log {
                 .wait(st)
                 .unwrap_or_else(PoisonError::into_inner);
         }
+        // A failed fsync may have consumed the error of bytes that a new
+        // fsync would now report as synced: once poisoned, never sync again.
+        self.check_poison()?;
         st.syncing = true;
         drop(st);
         let out = f();
+        let mut st = lock(&inner.sync);
         if let Err(e) = &out {
             let _ = inner.poison.set(e.to_string());
+            st.deadline = None;
         }
-        lock(&inner.sync).syncing = false;
+        st.syncing = false;
+        drop(st);
         inner.sync_cv.notify_all();
         out
+    }
+
+    fn check_poison(&self) -> Result<()> {
+        match self.inner.poison.get() {
+            Some(cause) => Err(Error::Poisoned {
+                log: self.inner.name.clone(),
+                cause: cause.clone(),
+            }),
+            None => Ok(()),
+        }
     }
 
     /// Wait until every offset below `end` is durable, fsyncing as the group
@@ -510,12 +528,7 @@ impl Log {
             if st.durable >= end {
                 return Ok(());
             }
-            if let Some(cause) = inner.poison.get() {
-                return Err(Error::Poisoned {
-                    log: inner.name.clone(),
-                    cause: cause.clone(),
-                });
-            }
+            self.check_poison()?;
             if st.syncing {
                 st = inner
                     .sync_cv
@@ -536,16 +549,16 @@ impl Log {
                 .map_err(|e| Error::io("fsync segment", &active.path, e));
             inner.fsyncs.fetch_add(1, Ordering::Relaxed);
             st = lock(&inner.sync);
+            // Poison before releasing `syncing`: the kernel reports a writeback
+            // error to one fsync only, so no fsync may follow a failed one and
+            // be believed. (A poison set meanwhile by another failure also
+            // forbids reporting success.)
+            let result = result.and_then(|()| self.check_poison());
+            if let Err(e) = &result {
+                let _ = inner.poison.set(e.to_string());
+                st.deadline = None;
+            }
             st.syncing = false;
-            // A failure seen by another fsync of this file (a seal) may have
-            // concerned our bytes too: never report success after one.
-            let result = match (result, inner.poison.get()) {
-                (Ok(()), Some(cause)) => Err(Error::Poisoned {
-                    log: inner.name.clone(),
-                    cause: cause.clone(),
-                }),
-                (r, _) => r,
-            };
             match result {
                 Ok(()) => {
                     st.durable = st.durable.max(target);
@@ -555,9 +568,9 @@ impl Log {
                     inner.sync_cv.notify_all();
                 }
                 Err(e) => {
-                    st.deadline = None;
                     drop(st);
-                    self.poison(&e);
+                    inner.sync_cv.notify_all();
+                    tracing::error!(log = %inner.name, error = %e, "fsync failed: refusing writes until reopened");
                     return Err(e);
                 }
             }
@@ -566,12 +579,7 @@ impl Log {
 
     /// Make every appended batch durable.
     pub fn flush(&self) -> Result<()> {
-        if let Some(cause) = self.inner.poison.get() {
-            return Err(Error::Poisoned {
-                log: self.inner.name.clone(),
-                cause: cause.clone(),
-            });
-        }
+        self.check_poison()?;
         self.wait_durable(self.next_offset())
     }
 
@@ -653,12 +661,23 @@ impl Log {
                 }
                 end = end.saturating_add(len).min(data.len());
             }
+            // `locate` checked that the first batch starts where the log
+            // says it should; the iterator checks the rest.
+            let first_base = BatchView::parse_header_only(&data)
+                .map(|v| v.base_offset())
+                .ok();
+            // Every byte handed out keeps the directory lock: no other opener
+            // can cut the file while they live.
+            let data = Bytes::from_owner(Locked {
+                bytes: data.slice(..end),
+                _lock: Arc::clone(&inner.dir_lock),
+            });
             return Ok(Batches {
-                data: data.slice(..end),
+                data,
                 path: Some(Arc::new(seg.path.clone())),
                 position,
                 verify_crc: true,
-                _dir_lock: Some(Arc::clone(&inner.dir_lock)),
+                first_base,
             });
         }
         Ok(Batches::empty())
@@ -784,7 +803,19 @@ pub struct Batches {
     path: Option<Arc<PathBuf>>,
     position: u64,
     verify_crc: bool,
-    _dir_lock: Option<DirLock>,
+    first_base: Option<i64>,
+}
+
+/// Bytes that hold the store's directory lock while they live.
+struct Locked {
+    bytes: Bytes,
+    _lock: DirLock,
+}
+
+impl AsRef<[u8]> for Locked {
+    fn as_ref(&self) -> &[u8] {
+        &self.bytes
+    }
 }
 
 impl Batches {
@@ -794,7 +825,7 @@ impl Batches {
             path: None,
             position: 0,
             verify_crc: true,
-            _dir_lock: None,
+            first_base: None,
         }
     }
 
@@ -829,7 +860,7 @@ impl Batches {
             batches: self,
             pos: 0,
             done: false,
-            expect: None,
+            expect: self.first_base,
         }
     }
 }
@@ -848,7 +879,7 @@ pub struct BatchIter<'a> {
     batches: &'a Batches,
     pos: usize,
     done: bool,
-    /// The offset the next batch must start at (after the first).
+    /// The offset the next batch must start at.
     expect: Option<i64>,
 }
 

@@ -240,10 +240,21 @@ pub(crate) fn recover(storage: &dyn Storage, dir: &Path, config: &Config) -> Res
                 }
                 Some((position, reason)) => {
                     tracing::warn!(segment = %path.display(), position, %reason, "cutting the log at corruption; deleting every later segment");
+                    // Delete the later segments durably before cutting this
+                    // one, so that a crash in between leaves a log whose last
+                    // segment is the damaged one (which the default mode cuts
+                    // at open), never a shortened segment followed by others.
                     for &later in &bases[i + 1..] {
+                        let p = dir.join(log_file_name(later));
+                        if let Ok(f) = storage.open(&p, OpenMode::Existing) {
+                            report.bytes_truncated += f.len().unwrap_or(0);
+                        }
                         remove_segment_files(storage, dir, later)?;
                         report.segments_deleted += 1;
                     }
+                    storage
+                        .sync_dir(dir)
+                        .map_err(|e| Error::io("fsync directory", dir, e))?;
                     bases.truncate(i + 1);
                     drop(data);
                     // Fall through: this segment is now the active one.

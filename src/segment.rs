@@ -472,7 +472,10 @@ impl Segment {
     }
 
     /// Find the batch holding `offset` (which must lie in this segment's
-    /// range) and return its position and the bytes from there on.
+    /// range) and return its position and the bytes from there on. The walk
+    /// from the index entry checks offset continuity batch by batch, which
+    /// covers `baseOffset` (outside the CRC); the batch returned starts at or
+    /// before `offset` and ends at or after it.
     pub(crate) fn locate(&self, offset: i64, index_interval: u64) -> Result<(u64, Bytes)> {
         let rel = u32::try_from(offset - self.base_offset).unwrap_or(u32::MAX);
         let hint = self
@@ -480,33 +483,56 @@ impl Segment {
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .floor(rel);
-        let start = hint.map_or(0, |e| u64::from(e.position));
+        let (start, expected) = hint.map_or((0, self.base_offset), |e| {
+            (
+                u64::from(e.position),
+                self.base_offset + i64::from(e.relative_offset),
+            )
+        });
         let data = self.bytes_from(start)?;
-        if let Some(e) = hint {
+        if hint.is_some() {
             // Pair check: the entry must point at the batch it names.
-            let expected = self.base_offset + i64::from(e.relative_offset);
             let ok = BatchView::parse_header_only(&data).is_ok_and(|v| v.base_offset() == expected);
             if !ok {
                 tracing::warn!(
                     segment = %self.path.display(),
-                    position = e.position,
+                    position = start,
                     "offset index disagrees with the segment; rebuilding it"
                 );
                 self.rebuild_index(index_interval)?;
-                return self.locate_by_scan(offset, 0, self.bytes_from(0)?);
+                return self.locate_by_scan(offset, 0, self.base_offset, self.bytes_from(0)?);
             }
         }
-        self.locate_by_scan(offset, start, data)
+        self.locate_by_scan(offset, start, expected, data)
     }
 
-    fn locate_by_scan(&self, offset: i64, start: u64, data: Bytes) -> Result<(u64, Bytes)> {
+    fn locate_by_scan(
+        &self,
+        offset: i64,
+        start: u64,
+        mut expected: i64,
+        data: Bytes,
+    ) -> Result<(u64, Bytes)> {
         let mut pos = 0usize;
         while pos < data.len() {
+            let at = start + pos as u64;
             let view = BatchView::parse_header_only(&data[pos..])
-                .map_err(|e| Error::corrupt_batch(&self.path, start + pos as u64, e))?;
-            if view.last_offset() >= offset {
-                return Ok((start + pos as u64, data.slice(pos..)));
+                .map_err(|e| Error::corrupt_batch(&self.path, at, e))?;
+            if view.base_offset() != expected || view.last_offset() < view.base_offset() {
+                return Err(Error::corrupt(
+                    &self.path,
+                    at,
+                    format!(
+                        "batch has offsets {}..={}, expected it to start at {expected}",
+                        view.base_offset(),
+                        view.last_offset()
+                    ),
+                ));
             }
+            if view.last_offset() >= offset {
+                return Ok((at, data.slice(pos..)));
+            }
+            expected = view.last_offset().saturating_add(1);
             pos += view.total_len();
         }
         Ok((start + data.len() as u64, Bytes::new()))

@@ -138,6 +138,11 @@ impl Store {
                 .sync_dir(parent)
                 .map_err(|e| Error::io("fsync directory", parent, e))?;
         }
+        // And its entries: a partition directory created just before a crash
+        // may not be durable yet.
+        storage
+            .sync_dir(&dir)
+            .map_err(|e| Error::io("fsync store directory", &dir, e))?;
         let config = Arc::new(config);
         let waker = Arc::new(Waker::default());
         let mut logs = BTreeMap::new();
@@ -338,7 +343,13 @@ impl Drop for Store {
 
 /// Interval flushes and periodic retention.
 fn background_loop(store: Weak<StoreInner>) {
-    let mut next_retention = Instant::now();
+    // The first retention pass comes one interval after open (every roll
+    // applies retention too).
+    let mut next_retention = store.upgrade().map_or_else(Instant::now, |s| {
+        Instant::now()
+            .checked_add(s.config.retention_check_interval)
+            .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600))
+    });
     loop {
         let Some(inner) = store.upgrade() else { return };
         let check_every = inner.config.retention_check_interval;

@@ -237,3 +237,19 @@ fn demo_runs_end_to_end() {
     );
     assert!(lines.last().unwrap().contains(r#""sound": true"#));
 }
+
+/// Lives here, not in tests/store.rs: a child spawned while another test of
+/// the same process holds a store open inherits (until it execs) the lock's
+/// file descriptor, which would make that test's reopen fail spuriously.
+#[test]
+fn a_second_process_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let _store = oncelog::Store::open(dir.path(), oncelog::Config::default()).unwrap();
+    let out = oncelog()
+        .args(["dump", dir.path().to_str().unwrap(), "t", "0"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(stdout.starts_with("{\"error\": \"locked\""), "{stdout}");
+}

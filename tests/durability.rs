@@ -205,10 +205,13 @@ fn a_failed_seal_fsync_poisons_before_any_later_sync_succeeds() {
     let store = open(&sim, cfg.clone());
     let log = store.log("t", 0).unwrap();
     log.append(&sized_batch(3000, 1, 0)).unwrap();
-    // The next append rolls: its seal's fsync is the first sync from now.
-    sim.fail_sync_at(1);
+    // The next append rolls. Its seal syncs the two index files (syncs 1
+    // and 2), then the segment itself (3): fail that one.
+    sim.fail_sync_at(3);
     let e = log.append(&sized_batch(3000, 2, 0)).unwrap_err();
     assert_eq!(e.kind(), "io", "{e}");
+    assert!(e.to_string().contains("fsync sealed segment"), "{e}");
+    let durable = log.durable_offset();
     // The kernel reports a writeback error once; a later fsync that returns
     // 0 proves nothing, so nothing may be reported durable now.
     assert_eq!(log.flush().unwrap_err().kind(), "poisoned");
@@ -217,6 +220,18 @@ fn a_failed_seal_fsync_poisons_before_any_later_sync_succeeds() {
             .unwrap_err()
             .kind(),
         "poisoned"
+    );
+    assert_eq!(
+        log.durable_offset(),
+        durable,
+        "nothing became durable after the failure"
+    );
+    let (writes, syncs) = sim.op_counts();
+    assert!(log.flush().is_err());
+    assert_eq!(
+        sim.op_counts(),
+        (writes, syncs),
+        "no fsync is attempted once poisoned"
     );
 }
 

@@ -17,19 +17,6 @@ fn a_second_opener_is_refused_until_the_first_closes() {
 }
 
 #[test]
-fn a_second_process_is_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let _store = Store::open(dir.path(), Config::default()).unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_oncelog"))
-        .args(["dump", dir.path().to_str().unwrap(), "t", "0"])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let stdout = String::from_utf8(out.stdout).unwrap();
-    assert!(stdout.starts_with("{\"error\": \"locked\""), "{stdout}");
-}
-
-#[test]
 fn bad_topic_names_are_rejected_without_touching_the_disk() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path(), Config::default()).unwrap();

@@ -71,10 +71,45 @@ struct State {
     sync_delay: std::time::Duration,
 }
 
-/// An in-memory disk; see the module docs. Clones share the same disk.
-#[derive(Debug, Clone, Default)]
+/// An in-memory disk; see the module docs.
+///
+/// Clones share the same disk, but a clone belongs to the "boot" it was made
+/// in: after a [`SimStorage::crash`], every operation through a clone made
+/// before it fails with EIO, as the crashed process's would. The value made by
+/// [`SimStorage::new`] is the test's own view and works across crashes.
+#[derive(Debug, Default)]
 pub struct SimStorage {
     state: Arc<Mutex<State>>,
+    gate: Arc<Gate>,
+    /// The generation this clone belongs to (`None`: the test's own view).
+    pinned: Option<u64>,
+}
+
+/// Holds file syncs in flight while closed (see [`SimStorage::pause_syncs`]).
+#[derive(Debug, Default)]
+struct Gate {
+    closed: Mutex<bool>,
+    cv: std::sync::Condvar,
+}
+
+impl Gate {
+    fn pass(&self) {
+        let mut closed = lock(&self.closed);
+        while *closed {
+            closed = self.cv.wait(closed).unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+}
+
+impl Clone for SimStorage {
+    fn clone(&self) -> Self {
+        let generation = lock(&self.state).generation;
+        SimStorage {
+            state: Arc::clone(&self.state),
+            gate: Arc::clone(&self.gate),
+            pinned: Some(generation),
+        }
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -171,6 +206,19 @@ impl SimStorage {
         lock(&self.state).sync_delay = delay;
     }
 
+    /// Hold every file sync that starts from now on, after it has noted
+    /// what it will make durable, until [`SimStorage::resume_syncs`]: a
+    /// flush that takes as long as the test wants.
+    pub fn pause_syncs(&self) {
+        *lock(&self.gate.closed) = true;
+    }
+
+    /// Let held and future syncs complete.
+    pub fn resume_syncs(&self) {
+        *lock(&self.gate.closed) = false;
+        self.gate.cv.notify_all();
+    }
+
     /// Writes and syncs performed so far.
     pub fn op_counts(&self) -> (u64, u64) {
         let st = lock(&self.state);
@@ -198,6 +246,15 @@ impl SimStorage {
         }
     }
 
+    /// The state, if this clone's boot is still the current one.
+    fn live_state(&self) -> io::Result<MutexGuard<'_, State>> {
+        let st = lock(&self.state);
+        if self.pinned.is_some_and(|g| g != st.generation) {
+            return Err(eio("storage handle from before a crash"));
+        }
+        Ok(st)
+    }
+
     fn check_parent(st: &State, path: &Path) -> io::Result<()> {
         match path.parent() {
             None => Ok(()),
@@ -217,6 +274,7 @@ impl SimStorage {
 struct SimFile {
     data: FileData,
     state: Arc<Mutex<State>>,
+    gate: Arc<Gate>,
     generation: u64,
 }
 
@@ -243,6 +301,9 @@ impl SimFile {
         if !delay.is_zero() {
             std::thread::sleep(delay);
         }
+        self.gate.pass();
+        // A crash during the flush wins: the flush never completed.
+        let _st = self.state()?;
         lock(&self.data).durable = snapshot;
         Ok(())
     }
@@ -347,7 +408,7 @@ impl Drop for SimLock {
 
 impl Storage for SimStorage {
     fn create_dir_all(&self, path: &Path) -> io::Result<()> {
-        let mut st = lock(&self.state);
+        let mut st = self.live_state()?;
         for anc in path.ancestors().collect::<Vec<_>>().into_iter().rev() {
             if anc.as_os_str().is_empty() {
                 continue;
@@ -377,7 +438,7 @@ impl Storage for SimStorage {
     }
 
     fn list_dir(&self, path: &Path) -> io::Result<Vec<String>> {
-        let st = lock(&self.state);
+        let st = self.live_state()?;
         if !matches!(st.live.get(path), Some(Entry::Dir)) {
             return Err(io::Error::new(io::ErrorKind::NotFound, "no such directory"));
         }
@@ -390,11 +451,12 @@ impl Storage for SimStorage {
     }
 
     fn is_dir(&self, path: &Path) -> bool {
-        matches!(lock(&self.state).live.get(path), Some(Entry::Dir))
+        self.live_state()
+            .is_ok_and(|st| matches!(st.live.get(path), Some(Entry::Dir)))
     }
 
     fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Arc<dyn StorageFile>> {
-        let mut st = lock(&self.state);
+        let mut st = self.live_state()?;
         Self::check_parent(&st, path)?;
         let data = match (st.live.get(path), mode) {
             (Some(Entry::Dir), _) => {
@@ -421,12 +483,13 @@ impl Storage for SimStorage {
         Ok(Arc::new(SimFile {
             data,
             state: Arc::clone(&self.state),
+            gate: Arc::clone(&self.gate),
             generation: st.generation,
         }))
     }
 
     fn remove_file(&self, path: &Path) -> io::Result<()> {
-        let mut st = lock(&self.state);
+        let mut st = self.live_state()?;
         match st.live.get(path) {
             Some(Entry::File(_)) => {
                 st.live.remove(path);
@@ -437,7 +500,7 @@ impl Storage for SimStorage {
     }
 
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
-        let mut st = lock(&self.state);
+        let mut st = self.live_state()?;
         Self::check_parent(&st, to)?;
         match st.live.remove(from) {
             Some(e @ Entry::File(_)) => {
@@ -453,7 +516,7 @@ impl Storage for SimStorage {
     }
 
     fn sync_dir(&self, path: &Path) -> io::Result<()> {
-        let mut st = lock(&self.state);
+        let mut st = self.live_state()?;
         st.syncs += 1;
         if st.fail_sync_at == Some(st.syncs) {
             st.fail_sync_at = None;
@@ -476,7 +539,7 @@ impl Storage for SimStorage {
     }
 
     fn lock_dir(&self, dir: &Path) -> io::Result<Box<dyn Any + Send + Sync>> {
-        let mut st = lock(&self.state);
+        let mut st = self.live_state()?;
         if !st.locks.insert(dir.to_path_buf()) {
             return Err(io::Error::new(
                 io::ErrorKind::WouldBlock,

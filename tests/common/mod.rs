@@ -60,7 +60,12 @@ pub fn batch_offsets(log: &Log) -> Vec<(i64, i64)> {
     let mut out = Vec::new();
     let mut offset = log.log_start_offset();
     while offset < log.next_offset() {
-        for batch in &log.read(offset, 1 << 16).expect("read") {
+        let batches = log.read(offset, 1 << 16).expect("read");
+        assert!(
+            !batches.is_empty(),
+            "read at {offset} below the end returned nothing"
+        );
+        for batch in &batches {
             let batch = batch.expect("valid batch");
             out.push((batch.base_offset(), batch.last_offset()));
             offset = batch.last_offset() + 1;
