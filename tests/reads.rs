@@ -260,6 +260,15 @@ fn a_damaged_base_offset_outside_the_crc_is_caught_by_continuity() {
     assert!(results[..3].iter().all(Result::is_ok));
     let e = results[3].as_ref().unwrap_err();
     assert_eq!(e.kind(), "corrupt");
+    // Looking the damaged batch up directly fails too, and never hands out a
+    // neighbour in its place.
+    for offset in spans[3].0..=spans[3].1 {
+        assert_eq!(
+            log.read(offset, 1).unwrap_err().kind(),
+            "corrupt",
+            "offset {offset}"
+        );
+    }
     match e {
         oncelog::Error::Corrupt { path, position, .. } => {
             assert_eq!(path, &seg);
