@@ -196,8 +196,10 @@ impl Log {
             next_offset: AtomicI64::new(next),
             log_start: AtomicI64::new(recovered.log_start),
             sync: Mutex::new(SyncState {
-                // Recovery fsynced what it kept, and a reopened file's bytes
-                // were read back from the disk: treat them as durable.
+                // Recovery fsynced the active segment and the directory after
+                // reading them (through the page cache), so what it kept is
+                // durable, unless an earlier fsync failure in this boot made
+                // the kernel drop dirty pages it still serves (docs/durability.md).
                 durable: next,
                 syncing: false,
                 deadline: None,
