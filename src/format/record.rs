@@ -149,14 +149,17 @@ impl<'a> Cursor<'a> {
         self.pos
     }
 
+    #[inline]
     fn rest(&self) -> &'a [u8] {
         self.buf.get(self.pos..self.end).unwrap_or(&[])
     }
 
+    #[inline]
     fn remaining(&self) -> usize {
         self.end.saturating_sub(self.pos)
     }
 
+    #[inline]
     fn i8(&mut self) -> FormatResult<i8> {
         let b = *self
             .rest()
@@ -166,12 +169,14 @@ impl<'a> Cursor<'a> {
         Ok(i8::from_be_bytes([b]))
     }
 
+    #[inline]
     pub(crate) fn varint(&mut self) -> FormatResult<i32> {
         let (v, n) = decode_varint(self.rest()).map_err(|e| e.shifted(self.pos))?;
         self.pos += n;
         Ok(v)
     }
 
+    #[inline]
     fn varlong(&mut self) -> FormatResult<i64> {
         let (v, n) = decode_varlong(self.rest()).map_err(|e| e.shifted(self.pos))?;
         self.pos += n;
@@ -179,6 +184,7 @@ impl<'a> Cursor<'a> {
     }
 
     /// Takes `len` bytes.
+    #[inline]
     fn bytes(&mut self, len: usize) -> FormatResult<&'a [u8]> {
         let avail = self.remaining();
         if len > avail {
@@ -190,6 +196,7 @@ impl<'a> Cursor<'a> {
     }
 
     /// Reads a varint length followed by that many bytes; -1 is null.
+    #[inline]
     fn nullable_bytes(&mut self, what: &'static str) -> FormatResult<Option<&'a [u8]>> {
         let at = self.pos;
         let len = self.varint()?;

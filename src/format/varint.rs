@@ -134,11 +134,14 @@ fn get_unsigned(buf: &[u8], max_len: usize, bits: u32) -> FormatResult<(u64, usi
 /// 32 bits.
 #[inline]
 pub fn decode_varint(buf: &[u8]) -> FormatResult<(i32, usize)> {
-    // Fast path: one byte.
-    if let Some(&b) = buf.first()
-        && b < 0x80
-    {
-        return Ok((unzigzag32(u32::from(b)), 1));
+    // Fast paths: one and two bytes (lengths below 8 KiB).
+    match buf {
+        [b, ..] if *b < 0x80 => return Ok((unzigzag32(u32::from(*b)), 1)),
+        [b0, b1, ..] if *b1 < 0x80 => {
+            let u = u32::from(b0 & 0x7f) | (u32::from(*b1) << 7);
+            return Ok((unzigzag32(u), 2));
+        }
+        _ => {}
     }
     let (u, n) = get_unsigned(buf, MAX_VARINT_LEN, 32)?;
     let u = u32::try_from(u).map_err(|_| FormatError::new(FormatErrorKind::BadVarint, 0))?;
@@ -154,10 +157,13 @@ pub fn decode_varint(buf: &[u8]) -> FormatResult<(i32, usize)> {
 /// 64 bits.
 #[inline]
 pub fn decode_varlong(buf: &[u8]) -> FormatResult<(i64, usize)> {
-    if let Some(&b) = buf.first()
-        && b < 0x80
-    {
-        return Ok((unzigzag64(u64::from(b)), 1));
+    match buf {
+        [b, ..] if *b < 0x80 => return Ok((unzigzag64(u64::from(*b)), 1)),
+        [b0, b1, ..] if *b1 < 0x80 => {
+            let u = u64::from(b0 & 0x7f) | (u64::from(*b1) << 7);
+            return Ok((unzigzag64(u), 2));
+        }
+        _ => {}
     }
     let (u, n) = get_unsigned(buf, MAX_VARLONG_LEN, 64)?;
     Ok((unzigzag64(u), n))
