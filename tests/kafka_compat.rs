@@ -295,10 +295,9 @@ fn several_kafka_protocol_batches_in_one_buffer() {
     assert_view_matches(&next, &inputs[2..], second, 2);
 }
 
-#[test]
-fn our_batches_decode_with_kafka_protocol() {
-    let inputs = sample_inputs();
-    for p in [
+/// No producer, an idempotent producer, and a transactional control batch.
+fn producer_variants() -> [Producer; 3] {
+    [
         NO_PRODUCER,
         IDEMPOTENT,
         Producer {
@@ -306,11 +305,17 @@ fn our_batches_decode_with_kafka_protocol() {
             control: true,
             ..IDEMPOTENT
         },
-        Producer {
-            base_seq: i32::MAX - 1,
-            ..IDEMPOTENT
-        },
-    ] {
+    ]
+}
+
+#[test]
+fn our_batches_decode_with_kafka_protocol() {
+    let inputs = sample_inputs();
+    let near_wrap = Producer {
+        base_seq: i32::MAX - 1,
+        ..IDEMPOTENT
+    };
+    for p in producer_variants().into_iter().chain([near_wrap]) {
         let bytes = our_encode(&inputs, p);
         assert_kafka_decodes(&bytes, &inputs, p);
         // And of course our own reader agrees.
@@ -323,15 +328,7 @@ fn byte_identical_encoding() {
     // With non-decreasing timestamps and distinct UTF-8 header keys, both
     // implementations are deterministic and produce the same bytes.
     let inputs = sample_inputs();
-    for p in [
-        NO_PRODUCER,
-        IDEMPOTENT,
-        Producer {
-            transactional: true,
-            control: true,
-            ..IDEMPOTENT
-        },
-    ] {
+    for p in producer_variants() {
         let ours = our_encode(&inputs, p);
         let theirs = kafka_encode(&kafka_records(&inputs, p, 0), KCompression::None);
         assert_eq!(ours, theirs, "producer {p:?}");
