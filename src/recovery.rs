@@ -197,6 +197,7 @@ pub(crate) fn recover(storage: &dyn Storage, dir: &Path, config: &Config) -> Res
             .open(&path, OpenMode::Existing)
             .map_err(|e| Error::io("open segment", &path, e))?;
         let is_last = i + 1 == bases.len();
+        let mut rescanned = None;
         if !is_last {
             let next = bases[i + 1];
             if config.recovery_mode == RecoveryMode::TolerateTailCorruption
@@ -256,13 +257,18 @@ pub(crate) fn recover(storage: &dyn Storage, dir: &Path, config: &Config) -> Res
                         .sync_dir(dir)
                         .map_err(|e| Error::io("fsync directory", dir, e))?;
                     bases.truncate(i + 1);
-                    drop(data);
-                    // Fall through: this segment is now the active one.
+                    // Fall through with this scan: the segment is now the
+                    // active one.
+                    rescanned = Some((scanned, data));
                 }
             }
         }
-        // The active segment: scan, cut at the first invalid batch.
-        let (scanned, data) = scan_file(file.as_ref(), &path, base, interval)?;
+        // The active segment: scan (unless just done), cut at the first
+        // invalid batch.
+        let (scanned, data) = match rescanned {
+            Some(done) => done,
+            None => scan_file(file.as_ref(), &path, base, interval)?,
+        };
         if let Some(stop) = &scanned.stop {
             let cut_from = usize::try_from(stop.position).unwrap_or(data.len());
             report.bytes_truncated += data.len() as u64 - stop.position;
@@ -285,8 +291,6 @@ pub(crate) fn recover(storage: &dyn Storage, dir: &Path, config: &Config) -> Res
                 .map_err(|e| Error::io("open segment", &path, e))?;
             file.set_len(scanned.valid_len)
                 .map_err(|e| Error::io("truncate segment", &path, e))?;
-            file.sync_all()
-                .map_err(|e| Error::io("fsync segment", &path, e))?;
         }
         // Index files of the active segment are stale by definition (left by a
         // crash between sealing and creating the next segment).
@@ -297,7 +301,8 @@ pub(crate) fn recover(storage: &dyn Storage, dir: &Path, config: &Config) -> Res
             let _ = storage.remove_file(&p);
         }
         // What was read may have been only in the page cache (the process
-        // died before an fsync): make it durable before calling it so.
+        // died before an fsync), and a cut must reach the disk: make both
+        // durable before calling the segment so.
         file.sync_all()
             .map_err(|e| Error::io("fsync segment", &path, e))?;
         report.batches_scanned = scanned.batches;

@@ -21,6 +21,14 @@ fn filled(dir: &std::path::Path) -> (Store, oncelog::Log, Vec<(i64, i64)>) {
     (store, log, spans)
 }
 
+/// [`filled`], closed again: the batch spans and the first segment's file.
+fn filled_and_closed(dir: &std::path::Path) -> (Vec<(i64, i64)>, std::path::PathBuf) {
+    let (store, log, spans) = filled(dir);
+    drop(log);
+    store.close().unwrap();
+    (spans, segment_files(&dir.join("t-0"))[0].clone())
+}
+
 #[test]
 fn every_offset_finds_its_batch_across_segment_boundaries() {
     let dir = tempfile::tempdir().unwrap();
@@ -100,10 +108,8 @@ fn offset_for_timestamp_finds_the_first_record_at_or_after() {
 #[test]
 fn a_damaged_index_is_detected_and_rebuilt() {
     let dir = tempfile::tempdir().unwrap();
-    let (store, log, spans) = filled(dir.path());
-    drop(log);
-    store.close().unwrap();
-    let seg = &segment_files(&dir.path().join("t-0"))[0];
+    let (spans, seg) = filled_and_closed(dir.path());
+    let seg = &seg;
     let idx = seg.with_extension("index");
     let good = std::fs::read(&idx).unwrap();
     assert!(good.len() >= 16, "the first segment has index entries");
@@ -204,10 +210,7 @@ fn a_batch_larger_than_a_segment_gets_a_segment_of_its_own() {
 #[test]
 fn a_sealed_segment_cut_short_on_disk_is_an_error_not_a_gap() {
     let dir = tempfile::tempdir().unwrap();
-    let (store, log, _) = filled(dir.path());
-    drop(log);
-    store.close().unwrap();
-    let seg = segment_files(&dir.path().join("t-0"))[0].clone();
+    let (_, seg) = filled_and_closed(dir.path());
     let bytes = std::fs::read(&seg).unwrap();
     // Drop the last batch exactly at a batch boundary.
     let mut pos = 0;
@@ -240,10 +243,7 @@ fn a_sealed_segment_cut_short_on_disk_is_an_error_not_a_gap() {
 #[test]
 fn a_damaged_base_offset_outside_the_crc_is_caught_by_continuity() {
     let dir = tempfile::tempdir().unwrap();
-    let (store, log, spans) = filled(dir.path());
-    drop(log);
-    store.close().unwrap();
-    let seg = segment_files(&dir.path().join("t-0"))[0].clone();
+    let (spans, seg) = filled_and_closed(dir.path());
     let mut bytes = std::fs::read(&seg).unwrap();
     // The fourth batch's baseOffset (not covered by the CRC).
     let mut pos = 0;
