@@ -138,8 +138,29 @@ pub struct Config {
     /// Validate every record of an uncompressed batch on append (count, offset
     /// deltas, lengths), not only the CRC. Default `true`.
     pub validate_records: bool,
-    /// The clock used for retention by age. Default [`SystemClock`].
+    /// The clock used for retention by age and producer expiry. Default
+    /// [`SystemClock`].
     pub clock: Arc<dyn Clock>,
+    /// Batches per producer and partition remembered for duplicate
+    /// detection (Kafka: 5, matching `max.in.flight.requests.per.connection`).
+    /// Default 5; 1 to 64.
+    pub producer_window: usize,
+    /// Producers idle (no append, on the engine's clock) this long are
+    /// forgotten. Default 7 days.
+    pub producer_expiration: Duration,
+    /// Live producers a partition tracks at most; a batch from a new producer
+    /// beyond that fails with the retryable [`Error::TooManyProducers`].
+    /// Default 100,000.
+    pub max_producers: usize,
+    /// Refuse a producer the partition does not know unless its batch starts
+    /// at sequence 0 (Kafka before 2.5). Default `false`: any sequence is
+    /// accepted, as Kafka does since 2.5.
+    pub require_sequence_zero: bool,
+    /// Data bytes between two producer-state checkpoints in a log (besides
+    /// the one at the start of every segment and the one at clean close). The
+    /// actual distance is at least twice the last checkpoint's size, so that
+    /// checkpoints never take more than a third of the log. Default 64 MiB.
+    pub checkpoint_interval_bytes: u64,
 }
 
 impl Default for Config {
@@ -156,6 +177,11 @@ impl Default for Config {
             recovery_mode: RecoveryMode::TolerateTailCorruption,
             validate_records: true,
             clock: Arc::new(SystemClock),
+            producer_window: 5,
+            producer_expiration: Duration::from_secs(7 * 24 * 3600),
+            max_producers: 100_000,
+            require_sequence_zero: false,
+            checkpoint_interval_bytes: 64 << 20,
         }
     }
 }
@@ -216,6 +242,26 @@ impl Config {
         /// Set [`Config::clock`].
         with_clock, clock: Arc<dyn Clock>
     );
+    setter!(
+        /// Set [`Config::producer_window`].
+        with_producer_window, producer_window: usize
+    );
+    setter!(
+        /// Set [`Config::producer_expiration`].
+        with_producer_expiration, producer_expiration: Duration
+    );
+    setter!(
+        /// Set [`Config::max_producers`].
+        with_max_producers, max_producers: usize
+    );
+    setter!(
+        /// Set [`Config::require_sequence_zero`].
+        with_require_sequence_zero, require_sequence_zero: bool
+    );
+    setter!(
+        /// Set [`Config::checkpoint_interval_bytes`].
+        with_checkpoint_interval_bytes, checkpoint_interval_bytes: u64
+    );
 
     /// Check every field; `Store::open` calls this.
     pub fn validate(&self) -> Result<()> {
@@ -253,6 +299,21 @@ impl Config {
         }
         if self.retention_check_interval.is_zero() {
             return bad("retention_check_interval", "must be positive".into());
+        }
+        if !(1..=crate::format::checkpoint::MAX_WINDOW).contains(&self.producer_window) {
+            return bad(
+                "producer_window",
+                format!("{} is outside 1..=64", self.producer_window),
+            );
+        }
+        if self.max_producers == 0 {
+            return bad("max_producers", "must be positive".into());
+        }
+        if self.producer_expiration.is_zero() {
+            return bad("producer_expiration", "must be positive".into());
+        }
+        if self.checkpoint_interval_bytes == 0 {
+            return bad("checkpoint_interval_bytes", "must be positive".into());
         }
         Ok(())
     }
@@ -296,6 +357,26 @@ mod tests {
         assert_eq!(
             field(Config::default().with_retention_check_interval(Duration::ZERO)),
             "retention_check_interval"
+        );
+        assert_eq!(
+            field(Config::default().with_producer_window(0)),
+            "producer_window"
+        );
+        assert_eq!(
+            field(Config::default().with_producer_window(65)),
+            "producer_window"
+        );
+        assert_eq!(
+            field(Config::default().with_max_producers(0)),
+            "max_producers"
+        );
+        assert_eq!(
+            field(Config::default().with_producer_expiration(Duration::ZERO)),
+            "producer_expiration"
+        );
+        assert_eq!(
+            field(Config::default().with_checkpoint_interval_bytes(0)),
+            "checkpoint_interval_bytes"
         );
         // Huge but representable values are fine: they mean "practically never".
         Config::default()

@@ -103,6 +103,84 @@ pub enum Error {
         /// What was asked for.
         what: String,
     },
+    /// An idempotent batch's sequence is neither the next one expected from
+    /// its producer nor a retry of a batch already written (a gap or a
+    /// partial overlap). Nothing was written.
+    OutOfOrderSequence {
+        /// The log (`topic-partition`).
+        log: String,
+        /// The producer.
+        producer_id: i64,
+        /// The batch's epoch.
+        epoch: i16,
+        /// The sequence the log expected next.
+        expected: i32,
+        /// The batch's first sequence.
+        received: i32,
+        /// The batch's last sequence.
+        received_last: i32,
+    },
+    /// An idempotent batch carries an epoch older than its producer's current
+    /// one (or newer than a named producer's). Nothing was written.
+    InvalidProducerEpoch {
+        /// The log (`topic-partition`).
+        log: String,
+        /// The producer.
+        producer_id: i64,
+        /// The batch's epoch.
+        epoch: i16,
+        /// The producer's current epoch.
+        current_epoch: i16,
+        /// The batch's first sequence.
+        sequence: i32,
+    },
+    /// A named producer's session was replaced by a newer one (a later
+    /// `Store::producer` call for the same name); this session may no longer
+    /// write. Nothing was written.
+    ProducerFenced {
+        /// The log (`topic-partition`), or the store directory.
+        log: String,
+        /// The producer's name.
+        name: String,
+        /// The producer.
+        producer_id: i64,
+        /// This session's epoch.
+        epoch: i16,
+        /// The current session's epoch.
+        current_epoch: i16,
+    },
+    /// A batch's producer fields are inconsistent (a producer id without a
+    /// sequence or epoch). Kafka's INVALID_RECORD. Nothing was written.
+    InvalidRecord {
+        /// The log (`topic-partition`).
+        log: String,
+        /// The producer.
+        producer_id: i64,
+        /// The batch's epoch.
+        epoch: i16,
+        /// The batch's first sequence.
+        sequence: i32,
+        /// What is wrong.
+        detail: &'static str,
+    },
+    /// The partition already tracks `Config::max_producers` live producers
+    /// and this batch comes from a new one. Retryable: producers expire.
+    TooManyProducers {
+        /// The log (`topic-partition`).
+        log: String,
+        /// The new producer.
+        producer_id: i64,
+        /// The configured limit.
+        max: usize,
+    },
+    /// A producer id that this store never handed out, or a producer name
+    /// that is not acceptable.
+    InvalidProducer {
+        /// The producer id or name.
+        producer: String,
+        /// Why it was rejected.
+        reason: String,
+    },
 }
 
 impl Error {
@@ -120,6 +198,26 @@ impl Error {
             Error::InvalidConfig { .. } => "invalid_config",
             Error::Closed { .. } => "closed",
             Error::Unsupported { .. } => "unsupported",
+            Error::OutOfOrderSequence { .. } => "out_of_order_sequence",
+            Error::InvalidProducerEpoch { .. } => "invalid_producer_epoch",
+            Error::ProducerFenced { .. } => "producer_fenced",
+            Error::InvalidRecord { .. } => "invalid_record",
+            Error::TooManyProducers { .. } => "too_many_producers",
+            Error::InvalidProducer { .. } => "invalid_producer",
+        }
+    }
+
+    /// True if the same request may succeed when retried unchanged (with
+    /// the same sequence): the failure was a passing condition, not a
+    /// verdict on the data or a broken disk.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Error::TooManyProducers { .. } => true,
+            Error::Io { source, .. } => matches!(
+                source.kind(),
+                io::ErrorKind::Interrupted | io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+            ),
+            _ => false,
         }
     }
 
@@ -199,6 +297,58 @@ impl fmt::Display for Error {
             }
             Error::Closed { what } => write!(f, "{what} is closed"),
             Error::Unsupported { what } => write!(f, "unsupported: {what}"),
+            Error::OutOfOrderSequence {
+                log,
+                producer_id,
+                epoch,
+                expected,
+                received,
+                received_last,
+            } => write!(
+                f,
+                "out-of-order sequence on {log}: producer {producer_id} epoch {epoch} sent sequences {received}..={received_last}, expected {expected} next"
+            ),
+            Error::InvalidProducerEpoch {
+                log,
+                producer_id,
+                epoch,
+                current_epoch,
+                sequence,
+            } => write!(
+                f,
+                "invalid producer epoch on {log}: producer {producer_id} sent epoch {epoch} (sequence {sequence}), its current epoch is {current_epoch}"
+            ),
+            Error::ProducerFenced {
+                log,
+                name,
+                producer_id,
+                epoch,
+                current_epoch,
+            } => write!(
+                f,
+                "producer {name:?} (id {producer_id}) epoch {epoch} is fenced on {log}: a newer session with epoch {current_epoch} took over"
+            ),
+            Error::InvalidRecord {
+                log,
+                producer_id,
+                epoch,
+                sequence,
+                detail,
+            } => write!(
+                f,
+                "invalid record batch appended to {log}: producer {producer_id} epoch {epoch} sequence {sequence}: {detail}"
+            ),
+            Error::TooManyProducers {
+                log,
+                producer_id,
+                max,
+            } => write!(
+                f,
+                "{log} already tracks {max} live producers (max_producers); new producer {producer_id} refused, retry after idle producers expire"
+            ),
+            Error::InvalidProducer { producer, reason } => {
+                write!(f, "invalid producer {producer}: {reason}")
+            }
         }
     }
 }

@@ -6,7 +6,7 @@
 //! memory-mapped for zero-copy reads.
 //!
 //! ```
-//! use oncelog::{Config, Store, format::BatchBuilder};
+//! use oncelog::{AppendOutcome, Config, Message, Store, format::BatchBuilder};
 //!
 //! let dir = tempfile::tempdir()?;
 //! let store = Store::open(dir.path(), Config::default())?;
@@ -16,7 +16,14 @@
 //! batch.push(1_700_000_000_000, Some(b"key"), Some(b"hello"), &[]);
 //! batch.push(1_700_000_000_001, None, Some(b"world"), &[]);
 //! let at = log.append(&batch.build())?; // durable when it returns (Durability::Sync)
-//! assert_eq!((at.base_offset, at.last_offset), (0, 1));
+//! assert_eq!(at, AppendOutcome::Appended { base_offset: 0, last_offset: 1 });
+//!
+//! // An idempotent producer: a retry of a batch already written is answered
+//! // as a duplicate with its original offsets, even after a restart.
+//! let producer = store.producer("billing")?;
+//! let first = producer.send("orders", 0, &[Message::new(b"invoice 1")])?;
+//! let retry = producer.send_at("orders", 0, 0, &[Message::new(b"invoice 1")])?;
+//! assert!(retry.is_duplicate() && retry.base_offset() == first.base_offset());
 //!
 //! for batch in &log.read(0, 1 << 20)? {
 //!     let batch = batch?;
@@ -33,19 +40,27 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+mod client;
 mod config;
 mod error;
+mod ids;
 pub mod format;
 mod log;
+mod producer;
 mod recovery;
 mod segment;
 pub mod storage;
 mod store;
 mod verify;
 
+pub use crate::client::{Message, Producer};
 pub use crate::config::{Clock, Config, Durability, ManualClock, RecoveryMode, SystemClock};
 pub use crate::error::{Error, Result};
-pub use crate::log::{AppendInfo, Batch, BatchIter, Batches, Log, LogStats, RetentionReport};
+pub use crate::ids::MAX_PRODUCER_NAME_LEN;
+pub use crate::log::{
+    AppendOutcome, Batch, BatchIter, Batches, Log, LogStats, ProducerBatch, ProducerInfo,
+    ProducerStats, RetentionReport,
+};
 pub use crate::recovery::RecoveryReport;
 pub use crate::store::{MAX_TOPIC_LEN, Store, validate_topic};
 pub use crate::verify::{Problem, Progress, Severity, VerifyReport, verify, verify_with_storage};

@@ -20,7 +20,7 @@
 //!   segment's bytes keep them valid.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError, RwLock};
 use std::time::Instant;
 
@@ -28,10 +28,12 @@ use bytes::Bytes;
 
 use crate::config::{Config, Durability};
 use crate::error::{Error, Result};
+use crate::format::checkpoint::{CheckpointEncoder, build_checkpoint_batch};
 use crate::format::{
     BatchView, Compression, FormatError, FormatErrorKind, TimestampType, peek_batch_len,
 };
-use crate::recovery::{RecoveryReport, recover, write_log_start};
+use crate::producer::{BatchIdent, Fences, Limits, ProducerTable, Rejection, Verdict};
+use crate::recovery::{RecoveryReport, recover, recover_producers, write_log_start};
 use crate::segment::Segment;
 use crate::storage::Storage;
 
@@ -44,14 +46,152 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// Where an appended batch landed.
+/// What an append did with a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AppendOutcome {
+    /// The batch was written at these offsets.
+    Appended {
+        /// Offset of the batch's first record.
+        base_offset: i64,
+        /// Offset of the batch's last record.
+        last_offset: i64,
+    },
+    /// The batch (same producer, epoch and sequence range) is already in the
+    /// log; nothing was written. The offsets are those of the original
+    /// write, or both `None` when the original is older than the producer's
+    /// window and its offsets are no longer known.
+    Duplicate {
+        /// Offset of the original's first record, if known.
+        base_offset: Option<i64>,
+        /// Offset of the original's last record, if known.
+        last_offset: Option<i64>,
+    },
+}
+
+impl AppendOutcome {
+    /// Offset of the batch's first record, if known.
+    pub fn base_offset(&self) -> Option<i64> {
+        match *self {
+            AppendOutcome::Appended { base_offset, .. } => Some(base_offset),
+            AppendOutcome::Duplicate { base_offset, .. } => base_offset,
+        }
+    }
+
+    /// Offset of the batch's last record, if known.
+    pub fn last_offset(&self) -> Option<i64> {
+        match *self {
+            AppendOutcome::Appended { last_offset, .. } => Some(last_offset),
+            AppendOutcome::Duplicate { last_offset, .. } => last_offset,
+        }
+    }
+
+    /// True if nothing was written because the batch was already in the log.
+    pub fn is_duplicate(&self) -> bool {
+        matches!(self, AppendOutcome::Duplicate { .. })
+    }
+}
+
+/// Producer counters of one log (or, summed, of a store).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ProducerStats {
+    /// Idempotent batches appended.
+    pub appended: u64,
+    /// Retries answered as duplicates (offsets known or not).
+    pub duplicates: u64,
+    /// Of those, duplicates older than the window (offsets unknown).
+    pub duplicates_offsets_unknown: u64,
+    /// Batches refused with [`Error::OutOfOrderSequence`].
+    pub out_of_order: u64,
+    /// Batches refused with [`Error::InvalidProducerEpoch`].
+    pub invalid_epoch: u64,
+    /// Batches refused with [`Error::ProducerFenced`].
+    pub fenced: u64,
+    /// Batches refused with [`Error::InvalidRecord`].
+    pub invalid_record: u64,
+    /// Batches refused with [`Error::TooManyProducers`].
+    pub too_many_producers: u64,
+    /// Producers dropped after `producer_expiration` of idleness.
+    pub expired: u64,
+    /// Checkpoints of the producer table written into the log.
+    pub checkpoints: u64,
+    /// Producers tracked now.
+    pub producers: u64,
+    /// Approximate memory the producer table takes, in bytes.
+    pub table_bytes: u64,
+}
+
+impl std::ops::Add for ProducerStats {
+    type Output = ProducerStats;
+    fn add(self, o: ProducerStats) -> ProducerStats {
+        ProducerStats {
+            appended: self.appended + o.appended,
+            duplicates: self.duplicates + o.duplicates,
+            duplicates_offsets_unknown: self.duplicates_offsets_unknown
+                + o.duplicates_offsets_unknown,
+            out_of_order: self.out_of_order + o.out_of_order,
+            invalid_epoch: self.invalid_epoch + o.invalid_epoch,
+            fenced: self.fenced + o.fenced,
+            invalid_record: self.invalid_record + o.invalid_record,
+            too_many_producers: self.too_many_producers + o.too_many_producers,
+            expired: self.expired + o.expired,
+            checkpoints: self.checkpoints + o.checkpoints,
+            producers: self.producers + o.producers,
+            table_bytes: self.table_bytes + o.table_bytes,
+        }
+    }
+}
+
+/// One batch of a producer's window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
-pub struct AppendInfo {
-    /// Offset of the batch's first record.
+pub struct ProducerBatch {
+    /// Sequence of the first record.
+    pub first_sequence: i32,
+    /// Sequence of the last record.
+    pub last_sequence: i32,
+    /// Offset of the first record.
     pub base_offset: i64,
-    /// Offset of the batch's last record.
+    /// Offset of the last record.
     pub last_offset: i64,
+}
+
+/// What a log knows about one producer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ProducerInfo {
+    /// The producer id.
+    pub producer_id: i64,
+    /// The name, for a named producer.
+    pub name: Option<String>,
+    /// The epoch of its last batch here.
+    pub epoch: i16,
+    /// Sequence of its last record here.
+    pub last_sequence: Option<i32>,
+    /// Its last append here, engine clock, ms since the Unix epoch (for
+    /// batches replayed at open: the time of the open).
+    pub last_append_ms: i64,
+    /// Its last batches here (the duplicate-detection window), oldest first.
+    pub batches: Vec<ProducerBatch>,
+}
+
+#[derive(Debug, Default)]
+struct ProducerCounters {
+    appended: AtomicU64,
+    duplicates: AtomicU64,
+    duplicates_offsets_unknown: AtomicU64,
+    out_of_order: AtomicU64,
+    invalid_epoch: AtomicU64,
+    fenced: AtomicU64,
+    invalid_record: AtomicU64,
+    too_many_producers: AtomicU64,
+    expired: AtomicU64,
+    checkpoints: AtomicU64,
+    producers: AtomicUsize,
+}
+
+fn bump(c: &AtomicU64, n: u64) {
+    c.fetch_add(n, Ordering::Relaxed);
 }
 
 /// Counters of one log, for monitoring and tests.
@@ -104,6 +244,22 @@ impl Waker {
 struct Writer {
     active: Arc<Segment>,
     scratch: Vec<u8>,
+    producers: ProducerTable,
+    checkpoint: CheckpointState,
+}
+
+/// When the next producer-state checkpoint is due.
+#[derive(Debug, Default)]
+struct CheckpointState {
+    /// The log has (or had) producer state: every new segment starts with a
+    /// checkpoint.
+    enabled: bool,
+    /// The table changed since the last checkpoint.
+    dirty: bool,
+    /// Data bytes appended since the last checkpoint.
+    bytes_since: u64,
+    /// Size of the last checkpoint batch.
+    last_len: u64,
 }
 
 #[derive(Debug)]
@@ -136,6 +292,8 @@ pub(crate) struct LogInner {
     appends: AtomicU64,
     fsyncs: AtomicU64,
     recovery: RecoveryReport,
+    fences: Arc<Fences>,
+    counters: ProducerCounters,
     waker: Arc<Waker>,
     /// The store's directory lock: held while any handle or read result of
     /// this log lives, so that no other opener can change its files under
@@ -164,10 +322,44 @@ impl Log {
         config: Arc<Config>,
         waker: Arc<Waker>,
         dir_lock: DirLock,
+        fences: Arc<Fences>,
     ) -> Result<Log> {
         let recovered = recover(storage.as_ref(), &dir, &config)?;
-        let report = recovered.report;
+        let mut report = recovered.report;
         let name = format!("{topic}-{partition}");
+        let mut producers = ProducerTable::new(Limits {
+            window: config.producer_window,
+            max_producers: config.max_producers,
+            expiration_ms: i64::try_from(config.producer_expiration.as_millis())
+                .unwrap_or(i64::MAX),
+            require_sequence_zero: config.require_sequence_zero,
+        });
+        let started = Instant::now();
+        let loaded = recover_producers(
+            &recovered.segments,
+            &recovered.active_controls,
+            &mut producers,
+            &|id| fences.get(id).is_some(),
+            config.clock.now_ms(),
+        )?;
+        report.checkpoint_offset = loaded.checkpoint_offset;
+        report.batches_replayed = loaded.batches_replayed;
+        report.producers = producers.len();
+        report.duration += started.elapsed();
+        let counters = ProducerCounters::default();
+        counters
+            .expired
+            .store(loaded.expired as u64, Ordering::Relaxed);
+        counters
+            .producers
+            .store(producers.len(), Ordering::Relaxed);
+        let checkpoint = CheckpointState {
+            enabled: loaded.checkpoint_offset.is_some() || !producers.is_empty(),
+            // Replayed batches (or expiries) are not in any checkpoint yet.
+            dirty: loaded.batches_replayed > 0 || loaded.expired > 0,
+            bytes_since: loaded.bytes_replayed,
+            last_len: loaded.checkpoint_len,
+        };
         if report.bytes_truncated > 0 || report.indexes_rebuilt > 0 || report.segments_deleted > 0 {
             tracing::info!(log = %name, ?report, "recovered log");
         } else {
@@ -190,6 +382,8 @@ impl Log {
             writer: Mutex::new(Writer {
                 active: Arc::clone(&active),
                 scratch: Vec::new(),
+                producers,
+                checkpoint,
             }),
             active: Mutex::new(active),
             segments: RwLock::new(Arc::new(recovered.segments)),
@@ -210,6 +404,8 @@ impl Log {
             appends: AtomicU64::new(0),
             fsyncs: AtomicU64::new(0),
             recovery: report,
+            fences,
+            counters,
             waker,
             dir_lock,
         };
@@ -267,16 +463,36 @@ impl Log {
     /// Append one Kafka v2 record batch with the store's default durability.
     /// The engine assigns its offsets (rewriting `baseOffset`, which lies
     /// outside the CRC); everything else is stored byte for byte.
-    pub fn append(&self, batch: &[u8]) -> Result<AppendInfo> {
+    ///
+    /// A batch with a producer id (an idempotent batch) is first checked
+    /// against the producer's state in this partition, atomically with the
+    /// write: a retry of a batch already in the log is answered as
+    /// [`AppendOutcome::Duplicate`] without writing anything; sequence and
+    /// epoch violations are errors (docs/semantics.md). A duplicate's answer
+    /// obeys the durability too: under `Sync` it returns once the original
+    /// is durable.
+    pub fn append(&self, batch: &[u8]) -> Result<AppendOutcome> {
         self.append_with(batch, self.inner.config.durability)
     }
 
     /// Append with an explicit durability for this one batch.
-    pub fn append_with(&self, batch: &[u8], durability: Durability) -> Result<AppendInfo> {
+    pub fn append_with(&self, batch: &[u8], durability: Durability) -> Result<AppendOutcome> {
+        let (outcome, end) = self.write(batch)?;
+        self.after_write(end, durability)?;
+        Ok(outcome)
+    }
+
+    /// Validate and write a batch without waiting for durability. Returns
+    /// the outcome and the offset below which everything must be durable
+    /// before the outcome may be reported as durable.
+    pub(crate) fn write(&self, batch: &[u8]) -> Result<(AppendOutcome, i64)> {
         let view = self.check_batch(batch)?;
-        let info = self.write_batch(batch, &view)?;
-        self.after_write(info.last_offset + 1, durability)?;
-        Ok(info)
+        self.write_batch(batch, &view)
+    }
+
+    /// Wait for `end` as `durability` requires (after [`Log::write`]).
+    pub(crate) fn complete(&self, end: i64, durability: Durability) -> Result<()> {
+        self.after_write(end, durability)
     }
 
     fn invalid(&self, kind: FormatErrorKind, position: usize) -> Error {
@@ -359,13 +575,71 @@ impl Log {
         f().inspect_err(|e| self.poison(e))
     }
 
-    fn write_batch(&self, batch: &[u8], view: &BatchView<'_>) -> Result<AppendInfo> {
+    fn write_batch(&self, batch: &[u8], view: &BatchView<'_>) -> Result<(AppendOutcome, i64)> {
         let inner = &*self.inner;
         let mut w = lock(&inner.writer);
         self.check_open()?;
-        let base = inner.next_offset.load(Ordering::Acquire);
-        let last = base
-            .checked_add(i64::from(view.last_offset_delta()))
+        let ident = view.has_producer_id().then(|| BatchIdent {
+            producer_id: view.producer_id(),
+            epoch: view.producer_epoch(),
+            base_seq: view.base_sequence(),
+            delta: view.last_offset_delta(),
+        });
+        let mut named = false;
+        let now = if ident.is_some() {
+            inner.config.clock.now_ms()
+        } else {
+            0
+        };
+        if let Some(b) = &ident {
+            if let Some((name, current)) = inner.fences.get(b.producer_id) {
+                named = true;
+                if b.epoch != current {
+                    return Err(self.fence_error(b, &name, current));
+                }
+            }
+            let (verdict, expired) = w.producers.check(b, named, now);
+            if expired > 0 {
+                bump(&inner.counters.expired, expired as u64);
+                w.checkpoint.dirty = true;
+                self.count_producers(&w);
+            }
+            match verdict {
+                Ok(Verdict::Append) => {}
+                Ok(Verdict::Duplicate {
+                    base_offset,
+                    last_offset,
+                }) => {
+                    bump(&inner.counters.duplicates, 1);
+                    let outcome = AppendOutcome::Duplicate {
+                        base_offset: Some(base_offset),
+                        last_offset: Some(last_offset),
+                    };
+                    return Ok((outcome, last_offset + 1));
+                }
+                Ok(Verdict::DuplicateUnknownOffsets) => {
+                    bump(&inner.counters.duplicates, 1);
+                    bump(&inner.counters.duplicates_offsets_unknown, 1);
+                    let outcome = AppendOutcome::Duplicate {
+                        base_offset: None,
+                        last_offset: None,
+                    };
+                    // The original lies somewhere before: wait for all of it.
+                    return Ok((outcome, inner.next_offset.load(Ordering::Acquire)));
+                }
+                Err(r) => return Err(self.rejection(b, r, named)),
+            }
+        }
+        let len = batch.len() as u64;
+        let delta = i64::from(view.last_offset_delta());
+        // The last offset this append may take: a checkpoint (if the log
+        // keeps producer state), then the batch.
+        let checkpoint_slot =
+            i64::from(ident.is_some() || w.checkpoint.enabled || !w.producers.is_empty());
+        let end = inner
+            .next_offset
+            .load(Ordering::Acquire)
+            .checked_add(delta + checkpoint_slot)
             .filter(|l| *l < i64::MAX)
             .ok_or_else(|| {
                 self.invalid(
@@ -375,19 +649,32 @@ impl Log {
                     23,
                 )
             })?;
-        let len = batch.len() as u64;
         let active = &w.active;
         let full = active.committed_len() > 0
             && (active.committed_len() + len > inner.config.segment_bytes
-                || last - active.base_offset > i64::from(i32::MAX));
+                || end - active.base_offset > i64::from(i32::MAX));
         if full {
             self.or_poison(|| self.roll(&mut w))?;
+        } else if self.checkpoint_due(&w)
+            || (w.active.committed_len() == 0
+                && (w.checkpoint.enabled || !w.producers.is_empty()))
+        {
+            // Due by the interval, or the first batch of a segment (recovery
+            // may have left an empty one) in a log with producer state.
+            self.or_poison(|| self.write_checkpoint(&mut w))?;
         }
+        let base = inner.next_offset.load(Ordering::Acquire);
+        let last = base + delta;
         let interval = u64::from(inner.config.index_interval_bytes);
         let prealloc = inner.config.preallocate_bytes;
         let max_ts = view.max_timestamp();
         let offset_bytes = base.to_be_bytes();
-        let Writer { active, scratch } = &mut *w;
+        let Writer {
+            active,
+            scratch,
+            producers,
+            checkpoint,
+        } = &mut *w;
         self.or_poison(|| {
             if batch.len() <= COPY_LIMIT {
                 scratch.clear();
@@ -407,10 +694,253 @@ impl Log {
         })?;
         inner.next_offset.store(last + 1, Ordering::Release);
         inner.appends.fetch_add(1, Ordering::Relaxed);
-        Ok(AppendInfo {
+        checkpoint.bytes_since += len;
+        if let Some(b) = &ident {
+            // Stage, then commit: the state changes only now that the bytes
+            // are in the log.
+            producers.commit(b, base, named, now);
+            checkpoint.dirty = true;
+            checkpoint.enabled = true;
+            bump(&inner.counters.appended, 1);
+            inner
+                .counters
+                .producers
+                .store(producers.len(), Ordering::Relaxed);
+        }
+        let outcome = AppendOutcome::Appended {
             base_offset: base,
             last_offset: last,
-        })
+        };
+        Ok((outcome, last + 1))
+    }
+
+    fn count_producers(&self, w: &Writer) {
+        self.inner
+            .counters
+            .producers
+            .store(w.producers.len(), Ordering::Relaxed);
+    }
+
+    fn fence_error(&self, b: &BatchIdent, name: &str, current: i16) -> Error {
+        let inner = &*self.inner;
+        if b.epoch < current {
+            bump(&inner.counters.fenced, 1);
+            Error::ProducerFenced {
+                log: inner.name.clone(),
+                name: name.to_string(),
+                producer_id: b.producer_id,
+                epoch: b.epoch,
+                current_epoch: current,
+            }
+        } else {
+            bump(&inner.counters.invalid_epoch, 1);
+            Error::InvalidProducerEpoch {
+                log: inner.name.clone(),
+                producer_id: b.producer_id,
+                epoch: b.epoch,
+                current_epoch: current,
+                sequence: b.base_seq,
+            }
+        }
+    }
+
+    fn rejection(&self, b: &BatchIdent, r: Rejection, named: bool) -> Error {
+        let inner = &*self.inner;
+        let log = inner.name.clone();
+        match r {
+            Rejection::InvalidRecord { detail } => {
+                bump(&inner.counters.invalid_record, 1);
+                Error::InvalidRecord {
+                    log,
+                    producer_id: b.producer_id,
+                    epoch: b.epoch,
+                    sequence: b.base_seq,
+                    detail,
+                }
+            }
+            Rejection::OutOfOrder { expected } => {
+                bump(&inner.counters.out_of_order, 1);
+                Error::OutOfOrderSequence {
+                    log,
+                    producer_id: b.producer_id,
+                    epoch: b.epoch,
+                    expected,
+                    received: b.base_seq,
+                    received_last: b.last_seq(),
+                }
+            }
+            Rejection::StaleEpoch { current } if named => {
+                let name = inner.fences.get(b.producer_id).map(|(n, _)| n);
+                self.fence_error(b, name.as_deref().unwrap_or(""), current)
+            }
+            Rejection::StaleEpoch { current } => {
+                bump(&inner.counters.invalid_epoch, 1);
+                Error::InvalidProducerEpoch {
+                    log,
+                    producer_id: b.producer_id,
+                    epoch: b.epoch,
+                    current_epoch: current,
+                    sequence: b.base_seq,
+                }
+            }
+            Rejection::TooManyProducers { max } => {
+                bump(&inner.counters.too_many_producers, 1);
+                Error::TooManyProducers {
+                    log,
+                    producer_id: b.producer_id,
+                    max,
+                }
+            }
+        }
+    }
+
+    fn checkpoint_due(&self, w: &Writer) -> bool {
+        let c = &w.checkpoint;
+        c.dirty
+            && c.bytes_since >= self.inner.config.checkpoint_interval_bytes.max(2 * c.last_len)
+    }
+
+    /// Write the producer table into the log as a checkpoint batch (writer
+    /// lock held). The checkpoint describes every batch before it.
+    fn write_checkpoint(&self, w: &mut Writer) -> Result<()> {
+        let inner = &*self.inner;
+        let now = inner.config.clock.now_ms();
+        let expired = w.producers.expire(now);
+        if expired > 0 {
+            bump(&inner.counters.expired, expired as u64);
+            self.count_producers(w);
+        }
+        let sorted = w.producers.sorted();
+        let mut enc = CheckpointEncoder::new(now, sorted.len());
+        for (id, e) in sorted {
+            enc.push(id, e.epoch, e.last_append_ms, e.window.iter().copied());
+        }
+        let mut batch = build_checkpoint_batch(&enc.finish());
+        let base = inner.next_offset.load(Ordering::Acquire);
+        batch[..8].copy_from_slice(&base.to_be_bytes());
+        let interval = u64::from(inner.config.index_interval_bytes);
+        w.active.append(
+            &[&batch],
+            base,
+            base,
+            crate::format::batch::NO_TIMESTAMP,
+            interval,
+            inner.config.preallocate_bytes,
+        )?;
+        inner.next_offset.store(base + 1, Ordering::Release);
+        let c = &mut w.checkpoint;
+        c.bytes_since = 0;
+        c.last_len = batch.len() as u64;
+        c.dirty = false;
+        c.enabled = true;
+        bump(&inner.counters.checkpoints, 1);
+        tracing::debug!(log = %inner.name, offset = base, bytes = batch.len(), producers = w.producers.len(), "wrote producer checkpoint");
+        Ok(())
+    }
+
+    /// Write a producer-state checkpoint now if the table changed since the
+    /// last one (so that the next open replays nothing).
+    pub fn checkpoint(&self) -> Result<()> {
+        let mut w = lock(&self.inner.writer);
+        self.check_open()?;
+        self.checkpoint_locked(&mut w)
+    }
+
+    fn checkpoint_locked(&self, w: &mut Writer) -> Result<()> {
+        if !w.checkpoint.dirty {
+            return Ok(());
+        }
+        if w.active.committed_len() > 0
+            && w.active.committed_len() + w.checkpoint.last_len > self.inner.config.segment_bytes
+        {
+            // The roll writes the checkpoint at the start of the next segment.
+            return self.or_poison(|| self.roll(w));
+        }
+        self.or_poison(|| self.write_checkpoint(w))
+    }
+
+    /// At clean close (the log is already marked closed): checkpoint if the
+    /// table changed, unless the log is poisoned.
+    pub(crate) fn checkpoint_at_close(&self) -> Result<()> {
+        let mut w = lock(&self.inner.writer);
+        self.check_poison()?;
+        self.checkpoint_locked(&mut w)
+    }
+
+    /// Drop producers idle longer than `producer_expiration`; returns how many.
+    pub fn expire_producers(&self) -> usize {
+        let mut w = lock(&self.inner.writer);
+        let n = w.producers.expire(self.inner.config.clock.now_ms());
+        if n > 0 {
+            bump(&self.inner.counters.expired, n as u64);
+            w.checkpoint.dirty = true;
+            self.count_producers(&w);
+            tracing::info!(log = %self.inner.name, expired = n, "expired idle producers");
+        }
+        n
+    }
+
+    /// What this log knows about every producer, ordered by id.
+    pub fn producers(&self) -> Vec<ProducerInfo> {
+        let w = lock(&self.inner.writer);
+        w.producers
+            .sorted()
+            .into_iter()
+            .map(|(id, e)| self.producer_info(id, e))
+            .collect()
+    }
+
+    /// What this log knows about one producer.
+    pub fn producer(&self, producer_id: i64) -> Option<ProducerInfo> {
+        let w = lock(&self.inner.writer);
+        w.producers
+            .get(producer_id)
+            .map(|e| self.producer_info(producer_id, e))
+    }
+
+    fn producer_info(&self, id: i64, e: &crate::producer::Entry) -> ProducerInfo {
+        ProducerInfo {
+            producer_id: id,
+            name: self.inner.fences.get(id).map(|(n, _)| n.to_string()),
+            epoch: e.epoch,
+            last_sequence: e.window.back().map(|m| m.last_seq),
+            last_append_ms: e.last_append_ms,
+            batches: e
+                .window
+                .iter()
+                .map(|m| ProducerBatch {
+                    first_sequence: m.first_seq(),
+                    last_sequence: m.last_seq,
+                    base_offset: m.first_offset(),
+                    last_offset: m.last_offset,
+                })
+                .collect(),
+        }
+    }
+
+    /// Producer counters of this log.
+    pub fn producer_stats(&self) -> ProducerStats {
+        let c = &self.inner.counters;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let producers = c.producers.load(Ordering::Relaxed) as u64;
+        let per = {
+            let w = lock(&self.inner.writer);
+            w.producers.bytes_per_producer() as u64
+        };
+        ProducerStats {
+            appended: get(&c.appended),
+            duplicates: get(&c.duplicates),
+            duplicates_offsets_unknown: get(&c.duplicates_offsets_unknown),
+            out_of_order: get(&c.out_of_order),
+            invalid_epoch: get(&c.invalid_epoch),
+            fenced: get(&c.fenced),
+            invalid_record: get(&c.invalid_record),
+            too_many_producers: get(&c.too_many_producers),
+            expired: get(&c.expired),
+            checkpoints: get(&c.checkpoints),
+            producers,
+            table_bytes: producers * per,
+        }
     }
 
     fn after_write(&self, end: i64, durability: Durability) -> Result<()> {
@@ -473,6 +1003,10 @@ impl Log {
         tracing::debug!(log = %inner.name, base_offset = new.base_offset, "rolled to a new segment");
         *lock(&inner.active) = Arc::clone(&new);
         w.active = new;
+        if w.checkpoint.enabled || !w.producers.is_empty() {
+            // The first batch of every segment: recovery starts from here.
+            self.write_checkpoint(w)?;
+        }
         if inner.config.retention_bytes.is_some() || inner.config.retention.is_some() {
             // Cheap when nothing is due; the writer lock is already held.
             if let Err(e) = self.retention_locked(w) {
@@ -679,6 +1213,7 @@ impl Log {
                 path: Some(Arc::new(seg.path.clone())),
                 position,
                 verify_crc: true,
+                checkpoints: false,
                 first_base,
             });
         }
@@ -702,7 +1237,10 @@ impl Log {
                 let view = BatchView::parse(&data[pos..])
                     .map_err(|e| Error::corrupt_batch(&seg.path, at, e))?;
                 pos += view.total_len();
-                if view.max_timestamp() < timestamp || view.last_offset() < start {
+                if view.is_control()
+                    || view.max_timestamp() < timestamp
+                    || view.last_offset() < start
+                {
                     continue;
                 }
                 if view.timestamp_type() == TimestampType::LogAppendTime {
@@ -805,6 +1343,7 @@ pub struct Batches {
     path: Option<Arc<PathBuf>>,
     position: u64,
     verify_crc: bool,
+    checkpoints: bool,
     first_base: Option<i64>,
 }
 
@@ -827,6 +1366,7 @@ impl Batches {
             path: None,
             position: 0,
             verify_crc: true,
+            checkpoints: false,
             first_base: None,
         }
     }
@@ -846,6 +1386,14 @@ impl Batches {
     #[must_use]
     pub fn without_crc_check(mut self) -> Batches {
         self.verify_crc = false;
+        self
+    }
+
+    /// Also yield the producer-state checkpoint batches (control batches the
+    /// engine writes into the log), which iteration skips by default.
+    #[must_use]
+    pub fn with_checkpoints(mut self) -> Batches {
+        self.checkpoints = true;
         self
     }
 
@@ -889,44 +1437,51 @@ impl Iterator for BatchIter<'_> {
     type Item = Result<Batch>;
 
     fn next(&mut self) -> Option<Result<Batch>> {
-        let data = &self.batches.data;
-        if self.done || self.pos >= data.len() {
-            return None;
-        }
-        let rest = &data[self.pos..];
-        let parsed = if self.batches.verify_crc {
-            BatchView::parse(rest)
-        } else {
-            BatchView::parse_header_only(rest)
-        };
-        let at = self.batches.position + self.pos as u64;
-        let path = || self.batches.path.as_deref().cloned().unwrap_or_default();
-        match parsed {
-            // baseOffset lies outside the CRC: continuity is what checks it.
-            Ok(view) if self.expect.is_some_and(|e| e != view.base_offset()) => {
-                self.done = true;
-                Some(Err(Error::corrupt(
-                    path(),
-                    at,
-                    format!(
-                        "batch has base offset {}, expected {}",
-                        view.base_offset(),
-                        self.expect.unwrap_or_default()
-                    ),
-                )))
+        loop {
+            let data = &self.batches.data;
+            if self.done || self.pos >= data.len() {
+                return None;
             }
-            Ok(view) => {
-                self.expect = view.last_offset().checked_add(1);
-                let len = view.total_len();
-                let batch = Batch {
-                    bytes: data.slice(self.pos..self.pos + len),
-                };
-                self.pos += len;
-                Some(Ok(batch))
-            }
-            Err(e) => {
-                self.done = true;
-                Some(Err(Error::corrupt_batch(path(), at, e)))
+            let rest = &data[self.pos..];
+            let parsed = if self.batches.verify_crc {
+                BatchView::parse(rest)
+            } else {
+                BatchView::parse_header_only(rest)
+            };
+            let at = self.batches.position + self.pos as u64;
+            let path = || self.batches.path.as_deref().cloned().unwrap_or_default();
+            match parsed {
+                // baseOffset lies outside the CRC: continuity is what checks it.
+                Ok(view) if self.expect.is_some_and(|e| e != view.base_offset()) => {
+                    self.done = true;
+                    return Some(Err(Error::corrupt(
+                        path(),
+                        at,
+                        format!(
+                            "batch has base offset {}, expected {}",
+                            view.base_offset(),
+                            self.expect.unwrap_or_default()
+                        ),
+                    )));
+                }
+                Ok(view) => {
+                    self.expect = view.last_offset().checked_add(1);
+                    let len = view.total_len();
+                    let start = self.pos;
+                    self.pos += len;
+                    // Users never append control batches: every one in the
+                    // log is a checkpoint.
+                    if view.is_control() && !self.batches.checkpoints {
+                        continue;
+                    }
+                    return Some(Ok(Batch {
+                        bytes: data.slice(start..start + len),
+                    }));
+                }
+                Err(e) => {
+                    self.done = true;
+                    return Some(Err(Error::corrupt_batch(path(), at, e)));
+                }
             }
         }
     }

@@ -228,8 +228,8 @@ fn produce(args: &[String]) -> Result<(), Failure> {
         let at = log.append(&batch.build())?;
         emit(&obj(&[
             ("outcome", J::S("appended".into())),
-            ("base_offset", J::I(at.base_offset)),
-            ("last_offset", J::I(at.last_offset)),
+            ("base_offset", J::I(at.base_offset().unwrap_or(-1))),
+            ("last_offset", J::I(at.last_offset().unwrap_or(-1))),
         ]))
     };
     loop {
@@ -595,8 +595,8 @@ fn demo(args: &[String]) -> Result<(), Failure> {
     let at = log.append(&make_batch(5000, 3))?;
     emit(&obj(&[
         ("step", J::S("append_after_recovery".into())),
-        ("base_offset", J::I(at.base_offset)),
-        ("last_offset", J::I(at.last_offset)),
+        ("base_offset", J::I(at.base_offset().unwrap_or(-1))),
+        ("last_offset", J::I(at.last_offset().unwrap_or(-1))),
     ]))?;
     let store_dir = store.dir().to_path_buf();
     drop(log);

@@ -24,7 +24,10 @@ use std::time::{Duration, Instant};
 
 use crate::config::{Config, RecoveryMode};
 use crate::error::{Error, Result};
+use crate::format::BatchView;
+use crate::format::checkpoint::{checkpoint_value, decode_checkpoint_value};
 use crate::format::meta::{LOG_START_FILE, decode_log_start, encode_log_start};
+use crate::producer::{BatchIdent, Entry, ProducerTable};
 use crate::segment::{Scan, Segment, count_dropped_frames, log_file_name, parse_file_name, scan};
 use crate::storage::{OpenMode, Storage, StorageFile, read_all};
 
@@ -55,6 +58,13 @@ pub struct RecoveryReport {
     pub log_start_offset: i64,
     /// Offset the next append gets.
     pub next_offset: i64,
+    /// Offset of the producer-state checkpoint that was loaded, if any.
+    pub checkpoint_offset: Option<i64>,
+    /// Batches after that checkpoint (or from the log start, without one)
+    /// replayed into the producer table.
+    pub batches_replayed: u64,
+    /// Producers in the table after recovery.
+    pub producers: usize,
     /// Wall time recovery took.
     pub duration: Duration,
 }
@@ -62,6 +72,8 @@ pub struct RecoveryReport {
 /// The outcome of recovery: the segments in offset order and the log start.
 pub(crate) struct Recovered {
     pub segments: Vec<Arc<Segment>>,
+    /// Positions of the control batches in the last segment.
+    pub active_controls: Vec<u64>,
     pub log_start: i64,
     pub report: RecoveryReport,
 }
@@ -90,21 +102,156 @@ fn remove_segment_files(storage: &dyn Storage, dir: &Path, base: i64) -> Result<
 
 /// Persist the log start offset: tmp file, fsync, rename, directory fsync.
 pub(crate) fn write_log_start(storage: &dyn Storage, dir: &Path, offset: i64) -> Result<()> {
-    let path = dir.join(LOG_START_FILE);
-    let tmp = dir.join(format!("{LOG_START_FILE}.tmp"));
+    write_file_atomically(storage, dir, LOG_START_FILE, &encode_log_start(offset))
+}
+
+/// Replace `dir/name` with `bytes` so that a crash leaves the old or the new
+/// contents: write a `.tmp` file, fsync it, rename it over, fsync the directory.
+pub(crate) fn write_file_atomically(
+    storage: &dyn Storage,
+    dir: &Path,
+    name: &str,
+    bytes: &[u8],
+) -> Result<()> {
+    let path = dir.join(name);
+    let tmp = dir.join(format!("{name}.tmp"));
     let f = storage
         .open(&tmp, OpenMode::Truncate)
-        .map_err(|e| Error::io("create log start file", &tmp, e))?;
-    f.write_at(&encode_log_start(offset), 0)
-        .map_err(|e| Error::io("write log start file", &tmp, e))?;
-    f.sync_all()
-        .map_err(|e| Error::io("fsync log start file", &tmp, e))?;
+        .map_err(|e| Error::io("create file", &tmp, e))?;
+    f.write_at(bytes, 0)
+        .map_err(|e| Error::io("write file", &tmp, e))?;
+    f.sync_all().map_err(|e| Error::io("fsync file", &tmp, e))?;
     storage
         .rename(&tmp, &path)
-        .map_err(|e| Error::io("rename log start file", &path, e))?;
+        .map_err(|e| Error::io("rename file", &path, e))?;
     storage
         .sync_dir(dir)
         .map_err(|e| Error::io("fsync directory", dir, e))
+}
+
+/// What loading the producer table found.
+#[derive(Debug, Default)]
+pub(crate) struct ProducersLoaded {
+    pub checkpoint_offset: Option<i64>,
+    pub checkpoint_len: u64,
+    pub batches_replayed: u64,
+    pub bytes_replayed: u64,
+    pub expired: usize,
+}
+
+/// Load a decoded checkpoint found at `start` and move `start` past it.
+fn table_from(
+    table: &mut ProducerTable,
+    out: &mut ProducersLoaded,
+    (offset, len, entries): (i64, u64, Vec<(i64, Entry)>),
+    start: &mut (usize, u64),
+) {
+    table.load(entries);
+    out.checkpoint_offset = Some(offset);
+    out.checkpoint_len = len;
+    start.1 += len;
+}
+
+/// Decode the checkpoint batch at the start of `data`, if it is one.
+fn decode_checkpoint_at(data: &[u8]) -> Option<(i64, u64, Vec<(i64, Entry)>)> {
+    let view = BatchView::parse(data).ok()?;
+    let value = checkpoint_value(&view).ok()?;
+    let mut entries = Vec::new();
+    decode_checkpoint_value(value, |p| {
+        entries.push((
+            p.producer_id,
+            Entry {
+                epoch: p.epoch,
+                last_append_ms: p.last_append_ms,
+                window: p.window.iter().copied().collect(),
+            },
+        ));
+    })
+    .ok()?;
+    Some((view.base_offset(), view.total_len() as u64, entries))
+}
+
+/// Rebuild a log's producer table: load the newest valid checkpoint, then
+/// replay the data batches after it without validating them (the log is the
+/// truth). Replayed batches count as appended `now_ms`.
+///
+/// Where replay starts rests on the log's invariant that a segment whose
+/// first batch is not a checkpoint began with an empty producer table (the
+/// log writes a checkpoint first into every segment once it has producer
+/// state). Newest first: the active segment's checkpoints, last first; then
+/// each segment's first batch: a valid checkpoint starts replay after it, a
+/// data batch starts replay at it with an empty table, and an empty segment
+/// or an undecodable checkpoint sends the search to the segment before.
+pub(crate) fn recover_producers(
+    segments: &[Arc<Segment>],
+    active_controls: &[u64],
+    table: &mut ProducerTable,
+    is_named: &dyn Fn(i64) -> bool,
+    now_ms: i64,
+) -> Result<ProducersLoaded> {
+    let mut out = ProducersLoaded::default();
+    let last = segments.len() - 1;
+    let mut start = (0usize, 0u64);
+    'search: {
+        for &pos in active_controls.iter().rev() {
+            let seg = &segments[last];
+            if let Some(found) = decode_checkpoint_at(&seg.bytes_from(pos)?) {
+                start = (last, pos);
+                table_from(table, &mut out, found, &mut start);
+                break 'search;
+            }
+            tracing::warn!(segment = %seg.path.display(), position = pos, "ignoring a control batch that is not a valid checkpoint");
+        }
+        for (i, seg) in segments.iter().enumerate().rev() {
+            if seg.committed_len() == 0 {
+                continue;
+            }
+            let data = seg.bytes_from(0)?;
+            let first = BatchView::parse(&data).map_err(|e| Error::corrupt_batch(&seg.path, 0, e))?;
+            start = (i, 0);
+            if !first.is_control() {
+                // Began with an empty table: replay the whole segment.
+                break 'search;
+            }
+            if let Some(found) = decode_checkpoint_at(&data) {
+                table_from(table, &mut out, found, &mut start);
+                break 'search;
+            }
+            tracing::warn!(segment = %seg.path.display(), "ignoring a first batch that is not a valid checkpoint");
+        }
+        start = (0, 0);
+    }
+    for (i, seg) in segments.iter().enumerate().skip(start.0) {
+        let from = if i == start.0 { start.1 } else { 0 };
+        let data = seg.bytes_from(from)?;
+        let mut p = 0usize;
+        while p < data.len() {
+            let at = from + p as u64;
+            // The active segment was just scanned (CRC included); sealed ones
+            // are trusted by length, so check what is replayed from them.
+            let view = if i == last {
+                BatchView::parse_header_only(&data[p..])
+            } else {
+                BatchView::parse(&data[p..])
+            }
+            .map_err(|e| Error::corrupt_batch(&seg.path, at, e))?;
+            p += view.total_len();
+            out.bytes_replayed += view.total_len() as u64;
+            if view.is_control() || !view.has_producer_id() {
+                continue;
+            }
+            let b = BatchIdent {
+                producer_id: view.producer_id(),
+                epoch: view.producer_epoch(),
+                base_seq: view.base_sequence(),
+                delta: view.last_offset_delta(),
+            };
+            table.replay(&b, view.base_offset(), is_named(b.producer_id), now_ms);
+            out.batches_replayed += 1;
+        }
+    }
+    out.expired = table.expire(now_ms);
+    Ok(out)
 }
 
 fn scan_file(
@@ -189,6 +336,7 @@ pub(crate) fn recover(storage: &dyn Storage, dir: &Path, config: &Config) -> Res
     }
 
     let mut segments: Vec<Arc<Segment>> = Vec::with_capacity(bases.len());
+    let mut active_controls = Vec::new();
     let mut i = 0;
     while i < bases.len() {
         let base = bases[i];
@@ -265,7 +413,7 @@ pub(crate) fn recover(storage: &dyn Storage, dir: &Path, config: &Config) -> Res
         }
         // The active segment: scan (unless just done), cut at the first
         // invalid batch.
-        let (scanned, data) = match rescanned {
+        let (mut scanned, data) = match rescanned {
             Some(done) => done,
             None => scan_file(file.as_ref(), &path, base, interval)?,
         };
@@ -306,6 +454,7 @@ pub(crate) fn recover(storage: &dyn Storage, dir: &Path, config: &Config) -> Res
         file.sync_all()
             .map_err(|e| Error::io("fsync segment", &path, e))?;
         report.batches_scanned = scanned.batches;
+        active_controls = std::mem::take(&mut scanned.controls);
         segments.push(Arc::new(Segment::from_scan(base, path, file, scanned)));
         break;
     }
@@ -319,6 +468,7 @@ pub(crate) fn recover(storage: &dyn Storage, dir: &Path, config: &Config) -> Res
         }
         let seg = Segment::create(storage, dir, log_start)?;
         segments.push(Arc::new(seg));
+        active_controls.clear();
     }
     log_start = log_start.max(segments[0].base_offset);
     // Always: a crash may have come between creating a file (a segment, a
@@ -333,6 +483,7 @@ pub(crate) fn recover(storage: &dyn Storage, dir: &Path, config: &Config) -> Res
     report.duration = started.elapsed();
     Ok(Recovered {
         segments,
+        active_controls,
         log_start,
         report,
     })

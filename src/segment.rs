@@ -66,6 +66,8 @@ pub(crate) struct Scan {
     /// Largest batch max timestamp (-1 if none).
     pub max_timestamp: i64,
     pub index: Indexes,
+    /// Positions of the control batches (producer-state checkpoints).
+    pub controls: Vec<u64>,
     /// `None` when the whole input was valid.
     pub stop: Option<ScanStop>,
 }
@@ -175,6 +177,9 @@ pub(crate) fn scan(data: &[u8], base_offset: i64, index_interval: u64) -> Scan {
             break;
         }
         let len = view.total_len() as u64;
+        if view.is_control() {
+            out.controls.push(pos as u64);
+        }
         out.index
             .on_batch(rel, pos as u64, len, view.max_timestamp(), index_interval);
         let Some(next) = view.last_offset().checked_add(1) else {

@@ -18,7 +18,8 @@ use std::time::{Duration, Instant};
 
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::log::{DirLock, Log, Waker};
+use crate::ids::ProducerIds;
+use crate::log::{DirLock, Log, ProducerStats, Waker};
 use crate::recovery::RecoveryReport;
 use crate::storage::{FsStorage, Storage};
 
@@ -72,18 +73,75 @@ pub(crate) fn parse_partition_dir(name: &str) -> Option<(String, u32)> {
     Some((topic.to_string(), partition))
 }
 
-struct StoreInner {
+pub(crate) struct StoreInner {
     dir: PathBuf,
-    config: Arc<Config>,
+    pub(crate) config: Arc<Config>,
     storage: Arc<dyn Storage>,
     logs: RwLock<BTreeMap<(String, u32), Log>>,
     /// Serializes creation of new partitions.
     create: Mutex<()>,
     waker: Arc<Waker>,
     closed: AtomicBool,
+    /// Producer ids and named producers (with the fences the logs check).
+    pub(crate) ids: ProducerIds,
     /// The directory lock, shared with every log (and read result), so it is
     /// released only when the last of them is gone.
     lock: DirLock,
+}
+
+impl StoreInner {
+    /// The log of `topic`/`partition`, created (durably) if it does not exist.
+    pub(crate) fn log(&self, topic: &str, partition: u32) -> Result<Log> {
+        validate_topic(topic)?;
+        if self.closed.load(Ordering::Acquire) {
+            return Err(Error::Closed {
+                what: format!("store {}", self.dir.display()),
+            });
+        }
+        let key = (topic.to_string(), partition);
+        if let Some(log) = self.logs.read().unwrap_or_else(PoisonError::into_inner).get(&key) {
+            return Ok(log.clone());
+        }
+        let inner = self;
+        let _guard = inner.create.lock().unwrap_or_else(PoisonError::into_inner);
+        // Checked again under `create`, which shutdown also takes: a log
+        // created now is in the map that shutdown closes.
+        if self.closed.load(Ordering::Acquire) {
+            return Err(Error::Closed {
+                what: format!("store {}", self.dir.display()),
+            });
+        }
+        if let Some(log) = self.logs.read().unwrap_or_else(PoisonError::into_inner).get(&key) {
+            return Ok(log.clone());
+        }
+        let path = inner.dir.join(format!("{topic}-{partition}"));
+        inner
+            .storage
+            .create_dir_all(&path)
+            .map_err(|e| Error::io("create partition directory", &path, e))?;
+        let log = Log::open(
+            Arc::clone(&inner.storage),
+            path,
+            key.0.clone(),
+            partition,
+            Arc::clone(&inner.config),
+            Arc::clone(&inner.waker),
+            Arc::clone(&inner.lock),
+            Arc::clone(&inner.ids.fences),
+        )?;
+        // The partition directory's own entry must be durable too.
+        inner
+            .storage
+            .sync_dir(&inner.dir)
+            .map_err(|e| Error::io("fsync store directory", &inner.dir, e))?;
+        inner
+            .logs
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(key, log.clone());
+        Ok(log)
+    }
+
 }
 
 impl std::fmt::Debug for StoreInner {
@@ -101,7 +159,7 @@ impl std::fmt::Debug for StoreInner {
 /// fsyncing; call [`Store::close`] for a clean shutdown.
 #[derive(Debug)]
 pub struct Store {
-    inner: Arc<StoreInner>,
+    pub(crate) inner: Arc<StoreInner>,
     background: Option<JoinHandle<()>>,
 }
 
@@ -145,6 +203,7 @@ impl Store {
             .map_err(|e| Error::io("fsync store directory", &dir, e))?;
         let config = Arc::new(config);
         let waker = Arc::new(Waker::default());
+        let ids = ProducerIds::open(Arc::clone(&storage), &dir)?;
         let mut logs = BTreeMap::new();
         let names = storage
             .list_dir(&dir)
@@ -166,6 +225,7 @@ impl Store {
                 Arc::clone(&config),
                 Arc::clone(&waker),
                 Arc::clone(&lock),
+                Arc::clone(&ids.fences),
             )?;
             logs.insert((topic, partition), log);
         }
@@ -177,6 +237,7 @@ impl Store {
             create: Mutex::new(()),
             waker,
             closed: AtomicBool::new(false),
+            ids,
             lock,
         });
         let weak = Arc::downgrade(&inner);
@@ -202,45 +263,7 @@ impl Store {
 
     /// The log of `topic`/`partition`, created (durably) if it does not exist.
     pub fn log(&self, topic: &str, partition: u32) -> Result<Log> {
-        validate_topic(topic)?;
-        self.check_open()?;
-        let key = (topic.to_string(), partition);
-        if let Some(log) = self.read_logs().get(&key) {
-            return Ok(log.clone());
-        }
-        let inner = &*self.inner;
-        let _guard = inner.create.lock().unwrap_or_else(PoisonError::into_inner);
-        // Checked again under `create`, which shutdown also takes: a log
-        // created now is in the map that shutdown closes.
-        self.check_open()?;
-        if let Some(log) = self.read_logs().get(&key) {
-            return Ok(log.clone());
-        }
-        let path = inner.dir.join(format!("{topic}-{partition}"));
-        inner
-            .storage
-            .create_dir_all(&path)
-            .map_err(|e| Error::io("create partition directory", &path, e))?;
-        let log = Log::open(
-            Arc::clone(&inner.storage),
-            path,
-            key.0.clone(),
-            partition,
-            Arc::clone(&inner.config),
-            Arc::clone(&inner.waker),
-            Arc::clone(&inner.lock),
-        )?;
-        // The partition directory's own entry must be durable too.
-        inner
-            .storage
-            .sync_dir(&inner.dir)
-            .map_err(|e| Error::io("fsync store directory", &inner.dir, e))?;
-        inner
-            .logs
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(key, log.clone());
-        Ok(log)
+        self.inner.log(topic, partition)
     }
 
     /// The log of `topic`/`partition` if it exists.
@@ -282,12 +305,58 @@ impl Store {
     }
 
     /// Close the store cleanly: refuse new appends, let those in flight
-    /// finish, flush every log, stop the background thread. Handles refuse
-    /// further writes; the directory lock is released once the last handle
-    /// and read result are dropped.
+    /// finish, checkpoint every log's producer state (so that the next open
+    /// replays nothing), flush every log, stop the background thread.
+    /// Handles refuse further writes; the directory lock is released once
+    /// the last handle and read result are dropped.
     pub fn close(mut self) -> Result<()> {
         self.shutdown();
-        self.flush()
+        let mut first = Ok(());
+        for log in self.logs() {
+            if let Err(e) = log.checkpoint_at_close() {
+                tracing::error!(log = %format!("{}-{}", log.topic(), log.partition()), error = %e, "checkpoint at close failed");
+                if first.is_ok() {
+                    first = Err(e);
+                }
+            }
+        }
+        let flushed = self.flush();
+        first.and(flushed)
+    }
+
+    /// A new idempotent producer: a fresh id (never handed out before by
+    /// this store, across restarts and crashes) and epoch 0. Ids are
+    /// reserved in blocks; only the first id of a block costs a durable write.
+    pub fn init_producer(&self) -> Result<(i64, i16)> {
+        self.check_open()?;
+        self.inner.ids.allocate()
+    }
+
+    /// Bump the epoch of a producer this store handed out, as Kafka's
+    /// InitProducerId does with the current id and epoch (KIP-360). Returns
+    /// a new id at epoch 0 when the epoch is exhausted. For a named producer
+    /// the epoch given must be its current one (else [`Error::ProducerFenced`]).
+    pub fn init_producer_with(&self, producer_id: i64, epoch: i16) -> Result<(i64, i16)> {
+        self.check_open()?;
+        self.inner.ids.bump(producer_id, epoch)
+    }
+
+    /// The name of a named producer id.
+    pub fn producer_name(&self, producer_id: i64) -> Option<String> {
+        self.inner.ids.name_of(producer_id)
+    }
+
+    /// Every named producer: name, producer id and current epoch.
+    pub fn named_producers(&self) -> Vec<(String, i64, i16)> {
+        self.inner.ids.list_named()
+    }
+
+    /// Producer counters summed over every log.
+    pub fn producer_stats(&self) -> ProducerStats {
+        self.logs()
+            .iter()
+            .map(Log::producer_stats)
+            .fold(ProducerStats::default(), |a, b| a + b)
     }
 
     fn check_open(&self) -> Result<()> {
@@ -341,7 +410,7 @@ impl Drop for Store {
     }
 }
 
-/// Interval flushes and periodic retention.
+/// Interval flushes, periodic retention and producer expiry.
 fn background_loop(store: Weak<StoreInner>) {
     // The first retention pass comes one interval after open (every roll
     // applies retention too).
@@ -384,17 +453,16 @@ fn background_loop(store: Weak<StoreInner>) {
                 }
             }
         }
-        if wants_retention && now >= next_retention {
+        if now >= next_retention {
             for log in &logs {
-                if let Err(e) = log.enforce_retention() {
+                if wants_retention && let Err(e) = log.enforce_retention() {
                     tracing::warn!(log = %format!("{}-{}", log.topic(), log.partition()), error = %e, "retention failed");
                 }
+                log.expire_producers();
             }
             next_retention = far;
         }
-        if wants_retention {
-            wake_at = wake_at.min(next_retention);
-        }
+        wake_at = wake_at.min(next_retention);
         let waker = Arc::clone(&inner.waker);
         drop(logs);
         drop(inner);

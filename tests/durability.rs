@@ -46,7 +46,7 @@ fn power_loss_keeps_every_sync_append_and_drops_unsynced_ones() {
         let mut acked = Vec::new();
         for i in 0..40 {
             let at = log.append(&batch(&format!("s{i}"), 2, i)).unwrap();
-            acked.push((at.base_offset, at.last_offset));
+            acked.push((at.base_offset().unwrap(), at.last_offset().unwrap()));
         }
         // Unsynced appends on top: may or may not survive, never partially.
         let mut all = acked.clone();
@@ -54,7 +54,7 @@ fn power_loss_keeps_every_sync_append_and_drops_unsynced_ones() {
             let at = log
                 .append_with(&batch(&format!("u{i}"), 3, i), Durability::Os)
                 .unwrap();
-            all.push((at.base_offset, at.last_offset));
+            all.push((at.base_offset().unwrap(), at.last_offset().unwrap()));
         }
         // A segment roll seals (and fsyncs) what came before it.
         let durable = log.durable_offset();
@@ -81,7 +81,7 @@ fn power_loss_keeps_every_sync_append_and_drops_unsynced_ones() {
             assert_eq!(got.len(), acked.len() + 10, "a process crash loses nothing");
         }
         let next = log.next_offset();
-        assert_eq!(log.append(&batch("after", 1, 0)).unwrap().base_offset, next);
+        assert_eq!(log.append(&batch("after", 1, 0)).unwrap().base_offset().unwrap(), next);
     }
 }
 
@@ -156,7 +156,7 @@ fn a_full_disk_is_an_append_error_and_appends_resume_after() {
     drop(store);
     let store = open(&sim, small_config());
     let log = store.log("t", 0).unwrap();
-    assert_eq!(log.append(&batch("b", 1, 0)).unwrap().base_offset, 1);
+    assert_eq!(log.append(&batch("b", 1, 0)).unwrap().base_offset().unwrap(), 1);
 }
 
 #[test]
@@ -282,7 +282,7 @@ fn offsets_near_i64_max_are_errors_not_panics() {
     let e = log.append(&batch("y", 3, 0)).unwrap_err();
     assert_eq!(e.kind(), "invalid_batch", "{e}");
     let one = log.append(&batch("y", 1, 0)).unwrap();
-    assert_eq!(one.base_offset, base);
+    assert_eq!(one.base_offset().unwrap(), base);
     drop(log);
     drop(store);
     let report =
@@ -317,8 +317,8 @@ fn concurrent_sync_appends_across_rolls_survive_power_loss() {
                         let at = log.append_with(&b, durability).unwrap();
                         if durability == Durability::Sync {
                             acked.lock().unwrap().push((
-                                at.base_offset,
-                                at.last_offset,
+                                at.base_offset().unwrap(),
+                                at.last_offset().unwrap(),
                                 format!("t{t}i{i}-0"),
                             ));
                         }

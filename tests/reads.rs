@@ -16,7 +16,7 @@ fn filled(dir: &std::path::Path) -> (Store, oncelog::Log, Vec<(i64, i64)>) {
         let at = log
             .append(&batch(&format!("b{i}"), n, 10_000 + i * 10))
             .unwrap();
-        spans.push((at.base_offset, at.last_offset));
+        spans.push((at.base_offset().unwrap(), at.last_offset().unwrap()));
     }
     (store, log, spans)
 }

@@ -27,7 +27,7 @@ fn batches_round_trip_through_reopen() {
         let log = store.log("t", 0).unwrap();
         for i in 0..300 {
             let at = log.append(&batch(&format!("b{i}"), 3, 1000 + i)).unwrap();
-            assert_eq!(at.base_offset, i * 3);
+            assert_eq!(at.base_offset().unwrap(), i * 3);
             for j in 0..3 {
                 expected.push((i * 3 + j, format!("b{i}-{j}").into_bytes()));
             }
@@ -40,7 +40,7 @@ fn batches_round_trip_through_reopen() {
     assert_eq!(log.recovery_report().bytes_truncated, 0);
     assert_eq!(read_all(&log), expected);
     let at = log.append(&batch("after", 2, 5000)).unwrap();
-    assert_eq!(at.base_offset, 900);
+    assert_eq!(at.base_offset().unwrap(), 900);
 }
 
 /// Cut the last batch at every byte: exactly the batches before it survive,
@@ -84,7 +84,7 @@ fn torn_tail_at_every_byte_of_the_last_batch() {
         assert_eq!(log.next_offset(), 6, "cut at {cut}");
         assert_eq!(batch_offsets(&log), vec![(0, 1), (2, 3), (4, 5)]);
         let at = log.append(&batch("next", 1, 100)).unwrap();
-        assert_eq!(at.base_offset, 6);
+        assert_eq!(at.base_offset().unwrap(), 6);
         drop(log);
         store.close().unwrap();
         std::fs::remove_dir_all(&case).unwrap();
@@ -124,7 +124,7 @@ fn zero_filled_and_garbage_tails_are_cut() {
         assert!(r.truncated_file.is_some());
         assert_eq!(log.next_offset(), 40, "{name}");
         assert_eq!(read_all(&log).len(), 40);
-        assert_eq!(log.append(&batch("x", 1, 1)).unwrap().base_offset, 40);
+        assert_eq!(log.append(&batch("x", 1, 1)).unwrap().base_offset().unwrap(), 40);
     }
 }
 
@@ -204,7 +204,7 @@ fn corruption_inside_a_sealed_segment_is_reported_not_cut() {
     let n = log.next_offset();
     assert!(n > 0 && n < 600);
     assert_eq!(read_all(&log).len() as i64, n);
-    assert_eq!(log.append(&batch("x", 1, 1)).unwrap().base_offset, n);
+    assert_eq!(log.append(&batch("x", 1, 1)).unwrap().base_offset().unwrap(), n);
 }
 
 #[test]

@@ -18,6 +18,7 @@
 //!   problem was found.
 
 pub mod batch;
+pub mod checkpoint;
 pub mod index;
 pub mod meta;
 pub mod record;

@@ -1,0 +1,578 @@
+//! Producer state of one partition: a pure state machine, no I/O.
+//!
+//! For every producer id seen on the partition the table keeps its epoch,
+//! the window of its last `window` batches (sequence range and offsets) and
+//! the time of its last append on the engine's clock. [`ProducerTable::check`]
+//! decides what an incoming idempotent batch is (docs/semantics.md has the
+//! table); [`ProducerTable::commit`] records a batch once it is written.
+//!
+//! Invariants:
+//! - `check` never changes what a later `check` answers (it may only drop
+//!   expired producers to make room); state changes only through `commit`
+//!   (after the bytes are written), `replay` (recovery), `expire` and `load`.
+//! - A window holds at most `window` batches, in sequence order, each one
+//!   continuing the previous one (`first_seq == prev.last_seq + 1`, wrapping
+//!   from `i32::MAX` to 0) unless an epoch bump of an anonymous producer
+//!   cleared it in between.
+//! - Sequences live in `[0, i32::MAX]`; offsets are never reused, so two
+//!   window entries never share an offset.
+
+use std::collections::HashMap;
+use std::collections::VecDeque;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
+
+use crate::format::batch::increment_sequence;
+use crate::format::checkpoint::WindowBatch;
+
+/// Number of distinct sequence values (`0..=i32::MAX`).
+const SEQ_SPACE: i64 = 1 << 31;
+/// A batch up to this far behind the next expected sequence counts as an old
+/// retry; further than this it counts as a jump ahead (serial-number
+/// arithmetic, as in RFC 1982).
+const HALF_SPACE: i64 = 1 << 30;
+
+/// One batch in a producer's window (the checkpoint format's type).
+pub(crate) type BatchMeta = WindowBatch;
+
+/// What the table keeps per producer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Entry {
+    pub epoch: i16,
+    /// Last append (or replay) on the engine's clock, in ms since the epoch.
+    pub last_append_ms: i64,
+    pub window: VecDeque<BatchMeta>,
+}
+
+/// The producer fields of an incoming batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct BatchIdent {
+    pub producer_id: i64,
+    pub epoch: i16,
+    pub base_seq: i32,
+    /// `lastOffsetDelta` of the batch.
+    pub delta: i32,
+}
+
+impl BatchIdent {
+    pub(crate) fn last_seq(&self) -> i32 {
+        increment_sequence(self.base_seq, self.delta)
+    }
+}
+
+/// What to do with a batch that passed validation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    /// Write it.
+    Append,
+    /// Already in the log at these offsets: write nothing.
+    Duplicate { base_offset: i64, last_offset: i64 },
+    /// Older than the window: written long ago, offsets no longer known.
+    DuplicateUnknownOffsets,
+}
+
+/// Why a batch was refused (the log turns this into an [`crate::Error`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Rejection {
+    /// A producer id without a sequence, or with a negative epoch.
+    InvalidRecord { detail: &'static str },
+    /// The sequence is neither the next one nor a retry.
+    OutOfOrder { expected: i32 },
+    /// The batch's epoch is older than the producer's.
+    StaleEpoch { current: i16 },
+    /// A new producer, and the table is full of live ones.
+    TooManyProducers { max: usize },
+}
+
+/// Rules the table applies; fixed when the log is opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Limits {
+    pub window: usize,
+    pub max_producers: usize,
+    pub expiration_ms: i64,
+    pub require_sequence_zero: bool,
+}
+
+/// The producer table of one partition.
+#[derive(Debug, Clone)]
+pub(crate) struct ProducerTable {
+    entries: HashMap<i64, Entry>,
+    limits: Limits,
+}
+
+/// How far `to` lies after `from` in sequence space, in `[0, 2^31)`.
+fn seq_distance(from: i32, to: i32) -> i64 {
+    (i64::from(to) - i64::from(from)).rem_euclid(SEQ_SPACE)
+}
+
+impl ProducerTable {
+    pub(crate) fn new(limits: Limits) -> ProducerTable {
+        ProducerTable {
+            entries: HashMap::new(),
+            limits,
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    pub(crate) fn get(&self, producer_id: i64) -> Option<&Entry> {
+        self.entries.get(&producer_id)
+    }
+
+    /// Every entry, ordered by producer id.
+    pub(crate) fn sorted(&self) -> Vec<(i64, &Entry)> {
+        let mut v: Vec<(i64, &Entry)> = self.entries.iter().map(|(k, e)| (*k, e)).collect();
+        v.sort_unstable_by_key(|(k, _)| *k);
+        v
+    }
+
+    /// Decide what `b` is. `named` says the producer keeps its sequences
+    /// across epochs (a named producer's new session). May drop expired
+    /// producers (returned count) to make room for a new one.
+    pub(crate) fn check(
+        &mut self,
+        b: &BatchIdent,
+        named: bool,
+        now_ms: i64,
+    ) -> (Result<Verdict, Rejection>, usize) {
+        if b.base_seq < 0 {
+            return (
+                Err(Rejection::InvalidRecord {
+                    detail: "a batch with a producer id must carry a base sequence",
+                }),
+                0,
+            );
+        }
+        if b.epoch < 0 {
+            return (
+                Err(Rejection::InvalidRecord {
+                    detail: "a batch with a producer id must carry a producer epoch",
+                }),
+                0,
+            );
+        }
+        let Some(entry) = self.entries.get(&b.producer_id) else {
+            if self.limits.require_sequence_zero && b.base_seq != 0 {
+                return (Err(Rejection::OutOfOrder { expected: 0 }), 0);
+            }
+            let mut expired = 0;
+            if self.entries.len() >= self.limits.max_producers {
+                expired = self.expire(now_ms);
+                if self.entries.len() >= self.limits.max_producers {
+                    return (
+                        Err(Rejection::TooManyProducers {
+                            max: self.limits.max_producers,
+                        }),
+                        expired,
+                    );
+                }
+            }
+            return (Ok(Verdict::Append), expired);
+        };
+        (Self::check_entry(entry, b, named), 0)
+    }
+
+    fn check_entry(entry: &Entry, b: &BatchIdent, named: bool) -> Result<Verdict, Rejection> {
+        if b.epoch < entry.epoch {
+            return Err(Rejection::StaleEpoch {
+                current: entry.epoch,
+            });
+        }
+        if b.epoch > entry.epoch && !named {
+            // Kafka: a new epoch starts its sequences at 0.
+            return if b.base_seq == 0 {
+                Ok(Verdict::Append)
+            } else {
+                Err(Rejection::OutOfOrder { expected: 0 })
+            };
+        }
+        let last = b.last_seq();
+        if let Some(m) = entry
+            .window
+            .iter()
+            .find(|m| m.last_seq == last && m.first_seq() == b.base_seq)
+        {
+            return Ok(Verdict::Duplicate {
+                base_offset: m.first_offset(),
+                last_offset: m.last_offset,
+            });
+        }
+        let (Some(front), Some(tail)) = (entry.window.front(), entry.window.back()) else {
+            return if b.base_seq == 0 {
+                Ok(Verdict::Append)
+            } else {
+                Err(Rejection::OutOfOrder { expected: 0 })
+            };
+        };
+        let expected = increment_sequence(tail.last_seq, 1);
+        if b.base_seq == expected {
+            return Ok(Verdict::Append);
+        }
+        // An old retry: the batch ends before the window starts and lies
+        // behind the next expected sequence.
+        let behind = seq_distance(b.base_seq, expected);
+        let ends_before = seq_distance(last, front.first_seq());
+        if (1..=HALF_SPACE).contains(&behind) && (1..=HALF_SPACE).contains(&ends_before) {
+            return Ok(Verdict::DuplicateUnknownOffsets);
+        }
+        Err(Rejection::OutOfOrder { expected })
+    }
+
+    /// Record a written batch at `[base_offset, base_offset + delta]`.
+    pub(crate) fn commit(&mut self, b: &BatchIdent, base_offset: i64, named: bool, now_ms: i64) {
+        let window = self.limits.window;
+        let entry = self.entries.entry(b.producer_id).or_insert_with(|| Entry {
+            epoch: b.epoch,
+            last_append_ms: now_ms,
+            window: VecDeque::with_capacity(window),
+        });
+        if b.epoch != entry.epoch {
+            if !named {
+                entry.window.clear();
+            }
+            entry.epoch = b.epoch;
+        }
+        if entry.window.len() >= window {
+            entry.window.pop_front();
+        }
+        entry.window.push_back(BatchMeta {
+            last_seq: b.last_seq(),
+            delta: b.delta,
+            last_offset: base_offset + i64::from(b.delta),
+        });
+        entry.last_append_ms = entry.last_append_ms.max(now_ms);
+    }
+
+    /// Apply a batch found in the log during recovery: no checks, the log is
+    /// the truth (a lower epoch, impossible in a log we wrote, is kept as is).
+    pub(crate) fn replay(&mut self, b: &BatchIdent, base_offset: i64, named: bool, now_ms: i64) {
+        if b.base_seq < 0 || b.epoch < 0 {
+            return;
+        }
+        if self.entries.get(&b.producer_id).is_some_and(|e| b.epoch < e.epoch) {
+            tracing::warn!(
+                producer_id = b.producer_id,
+                epoch = b.epoch,
+                "replayed batch has an older epoch than its producer"
+            );
+            return;
+        }
+        self.commit(b, base_offset, named, now_ms);
+    }
+
+    /// Drop producers idle for `expiration_ms` or longer; returns how many.
+    pub(crate) fn expire(&mut self, now_ms: i64) -> usize {
+        let exp = self.limits.expiration_ms;
+        let before = self.entries.len();
+        self.entries
+            .retain(|_, e| now_ms.saturating_sub(e.last_append_ms) < exp);
+        before - self.entries.len()
+    }
+
+    /// Replace the whole table (a checkpoint was loaded), trimming windows
+    /// to this table's window size.
+    pub(crate) fn load(&mut self, entries: impl IntoIterator<Item = (i64, Entry)>) {
+        self.entries.clear();
+        let window = self.limits.window;
+        for (id, mut e) in entries {
+            while e.window.len() > window {
+                e.window.pop_front();
+            }
+            self.entries.insert(id, e);
+        }
+    }
+
+    /// Approximate heap and table bytes used per producer (for monitoring).
+    pub(crate) fn bytes_per_producer(&self) -> usize {
+        // Map slot (key + entry + control byte, at hashbrown's 7/8 load) plus
+        // the window's heap buffer and the allocator's header.
+        let slot = (size_of::<i64>() + size_of::<Entry>() + 1) * 8 / 7;
+        slot + self.limits.window * size_of::<BatchMeta>() + 16
+    }
+}
+
+/// The current epoch of every named producer, shared by the store (which
+/// bumps them) and its logs (which fence older sessions with them).
+#[derive(Debug, Default)]
+pub(crate) struct Fences {
+    any: AtomicBool,
+    map: RwLock<HashMap<i64, (Arc<str>, i16)>>,
+}
+
+impl Fences {
+    /// The name and current epoch of a named producer.
+    pub(crate) fn get(&self, producer_id: i64) -> Option<(Arc<str>, i16)> {
+        if !self.any.load(Ordering::Acquire) {
+            return None;
+        }
+        self.map
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&producer_id)
+            .cloned()
+    }
+
+    pub(crate) fn set(&self, producer_id: i64, name: Arc<str>, epoch: i16) {
+        self.map
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(producer_id, (name, epoch));
+        self.any.store(true, Ordering::Release);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ID: i64 = 7;
+
+    fn limits() -> Limits {
+        Limits {
+            window: 5,
+            max_producers: 1000,
+            expiration_ms: 1000,
+            require_sequence_zero: false,
+        }
+    }
+
+    fn b(epoch: i16, base_seq: i32, records: i32) -> BatchIdent {
+        BatchIdent {
+            producer_id: ID,
+            epoch,
+            base_seq,
+            delta: records - 1,
+        }
+    }
+
+    /// A table that appended `n` batches of `records` from `start`, at
+    /// offsets 100, 100 + records, ...
+    fn table_with(epoch: i16, start: i32, n: usize, records: i32) -> (ProducerTable, i64) {
+        let mut t = ProducerTable::new(limits());
+        let mut seq = start;
+        let mut off = 100;
+        for _ in 0..n {
+            let bi = b(epoch, seq, records);
+            assert_eq!(t.check(&bi, false, 0).0, Ok(Verdict::Append));
+            t.commit(&bi, off, false, 0);
+            seq = increment_sequence(seq, records);
+            off += i64::from(records);
+        }
+        (t, off)
+    }
+
+    fn check(t: &mut ProducerTable, bi: BatchIdent) -> Result<Verdict, Rejection> {
+        t.check(&bi, false, 0).0
+    }
+
+    #[test]
+    fn unknown_producer_accepts_any_sequence() {
+        let mut t = ProducerTable::new(limits());
+        assert_eq!(check(&mut t, b(0, 0, 1)), Ok(Verdict::Append));
+        assert_eq!(check(&mut t, b(3, 12345, 4)), Ok(Verdict::Append));
+        let mut strict = ProducerTable::new(Limits {
+            require_sequence_zero: true,
+            ..limits()
+        });
+        assert_eq!(
+            check(&mut strict, b(0, 5, 1)),
+            Err(Rejection::OutOfOrder { expected: 0 })
+        );
+        assert_eq!(check(&mut strict, b(0, 0, 1)), Ok(Verdict::Append));
+    }
+
+    #[test]
+    fn missing_sequence_or_epoch_is_invalid() {
+        let mut t = ProducerTable::new(limits());
+        assert!(matches!(
+            check(&mut t, b(0, -1, 1)),
+            Err(Rejection::InvalidRecord { .. })
+        ));
+        assert!(matches!(
+            check(&mut t, b(-1, 0, 1)),
+            Err(Rejection::InvalidRecord { .. })
+        ));
+    }
+
+    #[test]
+    fn next_in_sequence_appends() {
+        let (mut t, _) = table_with(0, 0, 3, 10);
+        assert_eq!(check(&mut t, b(0, 30, 1)), Ok(Verdict::Append));
+    }
+
+    #[test]
+    fn every_batch_of_the_window_is_a_duplicate_with_its_offsets() {
+        let (mut t, _) = table_with(0, 0, 7, 10);
+        // Batches 2..7 (sequences 20..70) are in the window of 5.
+        for i in 2..7 {
+            assert_eq!(
+                check(&mut t, b(0, i * 10, 10)),
+                Ok(Verdict::Duplicate {
+                    base_offset: 100 + i64::from(i) * 10,
+                    last_offset: 109 + i64::from(i) * 10
+                })
+            );
+        }
+    }
+
+    #[test]
+    fn old_retry_before_the_window_is_a_duplicate_without_offsets() {
+        let (mut t, _) = table_with(0, 0, 7, 10);
+        assert_eq!(
+            check(&mut t, b(0, 0, 10)),
+            Ok(Verdict::DuplicateUnknownOffsets)
+        );
+        assert_eq!(
+            check(&mut t, b(0, 10, 10)),
+            Ok(Verdict::DuplicateUnknownOffsets)
+        );
+        // Ends inside the window: a partial overlap.
+        assert_eq!(
+            check(&mut t, b(0, 15, 10)),
+            Err(Rejection::OutOfOrder { expected: 70 })
+        );
+    }
+
+    #[test]
+    fn gaps_and_partial_overlaps_are_out_of_order() {
+        let (mut t, _) = table_with(0, 0, 3, 10);
+        assert_eq!(
+            check(&mut t, b(0, 31, 1)),
+            Err(Rejection::OutOfOrder { expected: 30 })
+        );
+        assert_eq!(
+            check(&mut t, b(0, 25, 10)),
+            Err(Rejection::OutOfOrder { expected: 30 })
+        );
+        assert_eq!(
+            check(&mut t, b(0, 20, 5)),
+            Err(Rejection::OutOfOrder { expected: 30 })
+        );
+        assert_eq!(
+            check(&mut t, b(0, 0, 30)),
+            Err(Rejection::OutOfOrder { expected: 30 })
+        );
+    }
+
+    #[test]
+    fn epochs() {
+        let (mut t, _) = table_with(3, 0, 2, 10);
+        assert_eq!(
+            check(&mut t, b(2, 20, 1)),
+            Err(Rejection::StaleEpoch { current: 3 })
+        );
+        assert_eq!(
+            check(&mut t, b(4, 20, 1)),
+            Err(Rejection::OutOfOrder { expected: 0 })
+        );
+        assert_eq!(check(&mut t, b(4, 0, 1)), Ok(Verdict::Append));
+        // The same range in the old epoch is not a duplicate in the new one.
+        t.commit(&b(4, 0, 10), 500, false, 0);
+        assert_eq!(t.get(ID).unwrap().window.len(), 1);
+        assert_eq!(
+            check(&mut t, b(4, 0, 10)),
+            Ok(Verdict::Duplicate {
+                base_offset: 500,
+                last_offset: 509
+            })
+        );
+    }
+
+    #[test]
+    fn named_producers_keep_sequences_across_epochs() {
+        let (mut t, _) = table_with(0, 0, 3, 10);
+        let next = b(1, 30, 1);
+        assert_eq!(t.check(&next, true, 0).0, Ok(Verdict::Append));
+        assert_eq!(
+            t.check(&b(1, 10, 10), true, 0).0,
+            Ok(Verdict::Duplicate {
+                base_offset: 110,
+                last_offset: 119
+            })
+        );
+        t.commit(&next, 130, true, 0);
+        let e = t.get(ID).unwrap();
+        assert_eq!((e.epoch, e.window.len()), (1, 4));
+        assert_eq!(
+            t.check(&b(0, 31, 1), true, 0).0,
+            Err(Rejection::StaleEpoch { current: 1 })
+        );
+    }
+
+    #[test]
+    fn sequences_wrap_and_batches_straddle_the_wrap() {
+        let (mut t, _) = table_with(0, i32::MAX - 9, 1, 10);
+        assert_eq!(t.get(ID).unwrap().window[0].last_seq, i32::MAX);
+        assert_eq!(check(&mut t, b(0, 0, 1)), Ok(Verdict::Append));
+        let (mut t, off) = table_with(0, i32::MAX - 4, 3, 10);
+        // Second batch: MAX-4+10 wraps to 5; it straddled.
+        let w = &t.get(ID).unwrap().window;
+        assert_eq!(w[0].last_seq, 4);
+        assert_eq!(w[1].first_seq(), 5);
+        assert_eq!(
+            check(&mut t, b(0, i32::MAX - 4, 10)),
+            Ok(Verdict::Duplicate {
+                base_offset: 100,
+                last_offset: 109
+            })
+        );
+        assert_eq!(check(&mut t, b(0, 25, 1)), Ok(Verdict::Append));
+        assert_eq!(off, 130);
+        // An old retry from before the wrap.
+        let (mut t, _) = table_with(0, i32::MAX - 29, 8, 10);
+        assert_eq!(
+            check(&mut t, b(0, i32::MAX - 29, 10)),
+            Ok(Verdict::DuplicateUnknownOffsets)
+        );
+    }
+
+    #[test]
+    fn expiry_and_bounds() {
+        let mut t = ProducerTable::new(Limits {
+            max_producers: 2,
+            ..limits()
+        });
+        for id in [1, 2] {
+            let bi = BatchIdent {
+                producer_id: id,
+                ..b(0, 0, 1)
+            };
+            t.commit(&bi, id * 10, false, id * 100);
+        }
+        let third = BatchIdent {
+            producer_id: 3,
+            ..b(0, 0, 1)
+        };
+        assert_eq!(
+            t.check(&third, false, 500),
+            (Err(Rejection::TooManyProducers { max: 2 }), 0)
+        );
+        // Producer 1 (last append at 100) expires at 1100.
+        assert_eq!(t.check(&third, false, 1100), (Ok(Verdict::Append), 1));
+        assert_eq!(t.len(), 1);
+        assert_eq!(t.expire(1200), 1);
+        assert!(t.is_empty());
+    }
+
+    #[test]
+    fn replay_rebuilds_what_commit_built() {
+        let (t, _) = table_with(0, 0, 7, 3);
+        let mut r = ProducerTable::new(limits());
+        let mut off = 100;
+        for i in 0..7 {
+            r.replay(&b(0, i * 3, 3), off, false, 0);
+            off += 3;
+        }
+        assert_eq!(r.get(ID), t.get(ID));
+        // A stale epoch in the log is ignored, not applied.
+        r.replay(&b(-1, 0, 1), 999, false, 0);
+        assert_eq!(r.get(ID), t.get(ID));
+    }
+}
