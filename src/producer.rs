@@ -280,6 +280,8 @@ impl ProducerTable {
     /// to this table's window size.
     pub(crate) fn load(&mut self, entries: impl IntoIterator<Item = (i64, Entry)>) {
         self.entries.clear();
+        let entries = entries.into_iter();
+        self.entries.reserve(entries.size_hint().0);
         let window = self.limits.window;
         for (id, mut e) in entries {
             while e.window.len() > window {

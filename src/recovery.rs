@@ -139,17 +139,16 @@ pub(crate) struct ProducersLoaded {
     pub expired: usize,
 }
 
-/// Load a decoded checkpoint found at `start` and move `start` past it.
+/// Load a decoded checkpoint; returns its length.
 fn table_from(
     table: &mut ProducerTable,
     out: &mut ProducersLoaded,
     (offset, len, entries): (i64, u64, Vec<(i64, Entry)>),
-    start: &mut (usize, u64),
-) {
+) -> u64 {
     table.load(entries);
     out.checkpoint_offset = Some(offset);
     out.checkpoint_len = len;
-    start.1 += len;
+    len
 }
 
 /// Decode the checkpoint batch at the start of `data`, if it is one.
@@ -191,14 +190,11 @@ pub(crate) fn recover_producers(
 ) -> Result<ProducersLoaded> {
     let mut out = ProducersLoaded::default();
     let last = segments.len() - 1;
-    let mut start = (0usize, 0u64);
-    'search: {
+    let start: (usize, u64) = 'search: {
         for &pos in active_controls.iter().rev() {
             let seg = &segments[last];
             if let Some(found) = decode_checkpoint_at(&seg.bytes_from(pos)?) {
-                start = (last, pos);
-                table_from(table, &mut out, found, &mut start);
-                break 'search;
+                break 'search (last, pos + table_from(table, &mut out, found));
             }
             tracing::warn!(segment = %seg.path.display(), position = pos, "ignoring a control batch that is not a valid checkpoint");
         }
@@ -207,20 +203,19 @@ pub(crate) fn recover_producers(
                 continue;
             }
             let data = seg.bytes_from(0)?;
-            let first = BatchView::parse(&data).map_err(|e| Error::corrupt_batch(&seg.path, 0, e))?;
-            start = (i, 0);
+            let first =
+                BatchView::parse(&data).map_err(|e| Error::corrupt_batch(&seg.path, 0, e))?;
             if !first.is_control() {
                 // Began with an empty table: replay the whole segment.
-                break 'search;
+                break 'search (i, 0);
             }
             if let Some(found) = decode_checkpoint_at(&data) {
-                table_from(table, &mut out, found, &mut start);
-                break 'search;
+                break 'search (i, table_from(table, &mut out, found));
             }
             tracing::warn!(segment = %seg.path.display(), "ignoring a first batch that is not a valid checkpoint");
         }
-        start = (0, 0);
-    }
+        (0, 0)
+    };
     for (i, seg) in segments.iter().enumerate().skip(start.0) {
         let from = if i == start.0 { start.1 } else { 0 };
         let data = seg.bytes_from(from)?;
