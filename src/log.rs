@@ -923,10 +923,7 @@ impl Log {
         let c = &self.inner.counters;
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
         let producers = c.producers.load(Ordering::Relaxed) as u64;
-        let per = {
-            let w = lock(&self.inner.writer);
-            w.producers.bytes_per_producer() as u64
-        };
+        let per = crate::producer::bytes_per_producer(self.inner.config.producer_window) as u64;
         ProducerStats {
             appended: get(&c.appended),
             duplicates: get(&c.duplicates),

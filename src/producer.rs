@@ -291,13 +291,14 @@ impl ProducerTable {
         }
     }
 
-    /// Approximate heap and table bytes used per producer (for monitoring).
-    pub(crate) fn bytes_per_producer(&self) -> usize {
-        // Map slot (key + entry + control byte, at hashbrown's 7/8 load) plus
-        // the window's heap buffer and the allocator's header.
-        let slot = (size_of::<i64>() + size_of::<Entry>() + 1) * 8 / 7;
-        slot + self.limits.window * size_of::<BatchMeta>() + 16
-    }
+}
+
+/// Approximate bytes a producer takes in a table with this window (for
+/// monitoring): its map slot (key, entry, control byte, at hashbrown's 7/8
+/// load) plus the window's heap buffer and the allocator's header.
+pub(crate) fn bytes_per_producer(window: usize) -> usize {
+    let slot = (size_of::<i64>() + size_of::<Entry>() + 1) * 8 / 7;
+    slot + window * size_of::<BatchMeta>() + 16
 }
 
 /// The current epoch of every named producer, shared by the store (which

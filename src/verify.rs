@@ -10,7 +10,8 @@ use std::sync::Arc;
 
 use crate::error::{Error, Result};
 use crate::format::index::{decode_offset_index, decode_time_index};
-use crate::format::meta::{LOG_START_FILE, decode_log_start};
+use crate::format::checkpoint::{checkpoint_value, decode_checkpoint_value};
+use crate::format::meta::{LOG_START_FILE, PRODUCER_IDS_FILE, decode_log_start, decode_producer_ids};
 use crate::format::{BatchView, OFFSET_ENTRY_LEN, TIME_ENTRY_LEN};
 use crate::segment::{log_file_name, parse_file_name, scan};
 use crate::storage::{FsStorage, OpenMode, Storage, read_all};
@@ -111,6 +112,20 @@ pub fn verify_with_storage(
             .map_err(|e| Error::io("list directory", p, e))
     };
 
+    let ids_path = dir.join(PRODUCER_IDS_FILE);
+    if let Ok(f) = storage.open(&ids_path, OpenMode::Existing) {
+        let raw = read_all(f.as_ref()).map_err(|e| Error::io("read", &ids_path, e))?;
+        if decode_producer_ids(&raw).is_none() {
+            report.problems.push(Problem {
+                severity: Severity::Error,
+                kind: "bad_producer_ids",
+                path: ids_path.clone(),
+                position: 0,
+                detail: "the producer-ids record is damaged; the store will not open".into(),
+            });
+        }
+    }
+
     // First pass: what is there, and how many bytes.
     let mut partitions = Vec::new();
     let mut total = 0u64;
@@ -204,6 +219,22 @@ pub fn verify_with_storage(
                     position: stop.position,
                     detail: stop.reason.clone(),
                 });
+            }
+            for &pos in &s.controls {
+                let at = usize::try_from(pos).unwrap_or(usize::MAX);
+                let valid = BatchView::parse(data.get(at..).unwrap_or_default())
+                    .ok()
+                    .and_then(|v| checkpoint_value(&v).ok())
+                    .is_some_and(|v| decode_checkpoint_value(v, |_| {}).is_ok());
+                if !valid {
+                    report.problems.push(Problem {
+                        severity: Severity::Warning,
+                        kind: "bad_checkpoint",
+                        path: path.clone(),
+                        position: pos,
+                        detail: "a control batch that is not a valid producer checkpoint; recovery uses an older one and replays more".into(),
+                    });
+                }
             }
             if let Some(&next) = bases.get(i + 1) {
                 if s.stop.is_none() && s.next_offset != next {
