@@ -148,6 +148,8 @@ pub enum Error {
         epoch: i16,
         /// The current session's epoch.
         current_epoch: i16,
+        /// The refused batch's first sequence (-1 when no batch was involved).
+        sequence: i32,
     },
     /// A batch's producer fields are inconsistent (a producer id without a
     /// sequence or epoch). Kafka's INVALID_RECORD. Nothing was written.
@@ -170,6 +172,10 @@ pub enum Error {
         log: String,
         /// The new producer.
         producer_id: i64,
+        /// The batch's epoch.
+        epoch: i16,
+        /// The batch's first sequence.
+        sequence: i32,
         /// The configured limit.
         max: usize,
     },
@@ -324,10 +330,17 @@ impl fmt::Display for Error {
                 producer_id,
                 epoch,
                 current_epoch,
-            } => write!(
-                f,
-                "producer {name:?} (id {producer_id}) epoch {epoch} is fenced on {log}: a newer session with epoch {current_epoch} took over"
-            ),
+                sequence,
+            } => {
+                write!(
+                    f,
+                    "producer {name:?} (id {producer_id}) epoch {epoch} is fenced on {log}: a newer session with epoch {current_epoch} took over"
+                )?;
+                if *sequence >= 0 {
+                    write!(f, " (refused batch at sequence {sequence})")?;
+                }
+                Ok(())
+            }
             Error::InvalidRecord {
                 log,
                 producer_id,
@@ -341,10 +354,12 @@ impl fmt::Display for Error {
             Error::TooManyProducers {
                 log,
                 producer_id,
+                epoch,
+                sequence,
                 max,
             } => write!(
                 f,
-                "{log} already tracks {max} live producers (max_producers); new producer {producer_id} refused, retry after idle producers expire"
+                "{log} already tracks {max} live producers (max_producers); new producer {producer_id} (epoch {epoch}, sequence {sequence}) refused, retry after idle producers expire"
             ),
             Error::InvalidProducer { producer, reason } => {
                 write!(f, "invalid producer {producer}: {reason}")

@@ -139,6 +139,7 @@ impl ProducerIds {
                     producer_id,
                     epoch,
                     current_epoch: current,
+                    sequence: -1,
                 });
             }
             let name = name.to_string();

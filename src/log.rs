@@ -731,6 +731,7 @@ impl Log {
                 producer_id: b.producer_id,
                 epoch: b.epoch,
                 current_epoch: current,
+                sequence: b.base_seq,
             }
         } else {
             bump(&inner.counters.invalid_epoch, 1);
@@ -788,6 +789,8 @@ impl Log {
                 Error::TooManyProducers {
                     log,
                     producer_id: b.producer_id,
+                    epoch: b.epoch,
+                    sequence: b.base_seq,
                     max,
                 }
             }
