@@ -813,9 +813,8 @@ impl Log {
             bump(&inner.counters.expired, expired as u64);
             self.count_producers(w);
         }
-        let sorted = w.producers.sorted();
-        let mut enc = CheckpointEncoder::new(now, sorted.len());
-        for (id, e) in sorted {
+        let mut enc = CheckpointEncoder::new(now, w.producers.len());
+        for (id, e) in w.producers.iter() {
             enc.push(id, e.epoch, e.last_append_ms, e.window.iter().copied());
         }
         let mut batch = build_checkpoint_batch(&enc.finish());

@@ -126,6 +126,11 @@ impl ProducerTable {
         self.entries.get(&producer_id)
     }
 
+    /// Every entry, in no particular order.
+    pub(crate) fn iter(&self) -> impl ExactSizeIterator<Item = (i64, &Entry)> {
+        self.entries.iter().map(|(k, e)| (*k, e))
+    }
+
     /// Every entry, ordered by producer id.
     pub(crate) fn sorted(&self) -> Vec<(i64, &Entry)> {
         let mut v: Vec<(i64, &Entry)> = self.entries.iter().map(|(k, e)| (*k, e)).collect();

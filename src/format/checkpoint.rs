@@ -12,7 +12,7 @@
 //! | version               | u8 = 1                                            |
 //! | written_at_ms         | i64 (engine clock)                                |
 //! | count                 | u32, number of producers                          |
-//! | per producer (×count, ascending producer id):                             |
+//! | per producer (×count, each id once, any order):                            |
 //! | producer_id           | i64                                               |
 //! | epoch                 | i16                                               |
 //! | idle_ms               | varlong: `written_at_ms - last_append_ms`         |
