@@ -260,6 +260,10 @@ struct CheckpointState {
     bytes_since: u64,
     /// Size of the last checkpoint batch.
     last_len: u64,
+    /// Producers were expired since the last checkpoint: the next batch must
+    /// follow a checkpoint, or recovery (the last checkpoint plus replay)
+    /// would bring them back under a batch appended as from a new producer.
+    forced: bool,
 }
 
 #[derive(Debug)]
@@ -304,6 +308,16 @@ pub(crate) struct LogInner {
 /// A shared hold on a store's directory lock.
 pub(crate) type DirLock = Arc<dyn std::any::Any + Send + Sync>;
 
+/// What every log of a store shares with the store.
+#[derive(Debug, Clone)]
+pub(crate) struct LogEnv {
+    pub storage: Arc<dyn Storage>,
+    pub config: Arc<Config>,
+    pub waker: Arc<Waker>,
+    pub dir_lock: DirLock,
+    pub fences: Arc<Fences>,
+}
+
 /// One topic-partition: an append-only sequence of Kafka v2 record batches.
 ///
 /// Cheap to clone (`Arc` inside), `Send + Sync`: share it between threads.
@@ -314,16 +328,14 @@ pub struct Log {
 }
 
 impl Log {
-    pub(crate) fn open(
-        storage: Arc<dyn Storage>,
-        dir: PathBuf,
-        topic: String,
-        partition: u32,
-        config: Arc<Config>,
-        waker: Arc<Waker>,
-        dir_lock: DirLock,
-        fences: Arc<Fences>,
-    ) -> Result<Log> {
+    pub(crate) fn open(env: &LogEnv, dir: PathBuf, topic: String, partition: u32) -> Result<Log> {
+        let LogEnv {
+            storage,
+            config,
+            waker,
+            dir_lock,
+            fences,
+        } = env.clone();
         let recovered = recover(storage.as_ref(), &dir, &config)?;
         let mut report = recovered.report;
         let name = format!("{topic}-{partition}");
@@ -359,6 +371,7 @@ impl Log {
             dirty: loaded.batches_replayed > 0 || loaded.expired > 0,
             bytes_since: loaded.bytes_replayed,
             last_len: loaded.checkpoint_len,
+            forced: loaded.expired > 0,
         };
         if report.bytes_truncated > 0 || report.indexes_rebuilt > 0 || report.segments_deleted > 0 {
             tracing::info!(log = %name, ?report, "recovered log");
@@ -600,9 +613,7 @@ impl Log {
             }
             let (verdict, expired) = w.producers.check(b, named, now);
             if expired > 0 {
-                bump(&inner.counters.expired, expired as u64);
-                w.checkpoint.dirty = true;
-                self.count_producers(&w);
+                self.on_expired(&mut w, expired);
             }
             match verdict {
                 Ok(Verdict::Append) => {}
@@ -656,11 +667,13 @@ impl Log {
         if full {
             self.or_poison(|| self.roll(&mut w))?;
         } else if self.checkpoint_due(&w)
+            || w.checkpoint.forced
             || (w.active.committed_len() == 0
                 && (w.checkpoint.enabled || !w.producers.is_empty()))
         {
-            // Due by the interval, or the first batch of a segment (recovery
-            // may have left an empty one) in a log with producer state.
+            // Due by the interval, after an expiry, or the first batch of a
+            // segment (recovery may leave an empty one) in a log with
+            // producer state.
             self.or_poison(|| self.write_checkpoint(&mut w))?;
         }
         let base = inner.next_offset.load(Ordering::Acquire);
@@ -712,6 +725,13 @@ impl Log {
             last_offset: last,
         };
         Ok((outcome, last + 1))
+    }
+
+    fn on_expired(&self, w: &mut Writer, n: usize) {
+        bump(&self.inner.counters.expired, n as u64);
+        w.checkpoint.dirty = true;
+        w.checkpoint.forced = true;
+        self.count_producers(w);
     }
 
     fn count_producers(&self, w: &Writer) {
@@ -810,8 +830,7 @@ impl Log {
         let now = inner.config.clock.now_ms();
         let expired = w.producers.expire(now);
         if expired > 0 {
-            bump(&inner.counters.expired, expired as u64);
-            self.count_producers(w);
+            self.on_expired(w, expired);
         }
         let mut enc = CheckpointEncoder::new(now, w.producers.len());
         for (id, e) in w.producers.iter() {
@@ -834,6 +853,7 @@ impl Log {
         c.bytes_since = 0;
         c.last_len = batch.len() as u64;
         c.dirty = false;
+        c.forced = false;
         c.enabled = true;
         bump(&inner.counters.checkpoints, 1);
         tracing::debug!(log = %inner.name, offset = base, bytes = batch.len(), producers = w.producers.len(), "wrote producer checkpoint");
@@ -874,9 +894,7 @@ impl Log {
         let mut w = lock(&self.inner.writer);
         let n = w.producers.expire(self.inner.config.clock.now_ms());
         if n > 0 {
-            bump(&self.inner.counters.expired, n as u64);
-            w.checkpoint.dirty = true;
-            self.count_producers(&w);
+            self.on_expired(&mut w, n);
             tracing::info!(log = %self.inner.name, expired = n, "expired idle producers");
         }
         n
@@ -1183,6 +1201,7 @@ impl Log {
                 ));
             }
             let mut end = 0usize;
+            let mut last_start = 0usize;
             while end < data.len() {
                 let Some(len) = peek_batch_len(&data[end..]) else {
                     return Err(Error::corrupt(
@@ -1194,8 +1213,12 @@ impl Log {
                 if end > 0 && end + len > max_bytes {
                     break;
                 }
+                last_start = end;
                 end = end.saturating_add(len).min(data.len());
             }
+            let next = BatchView::parse_header_only(&data[last_start..end])
+                .ok()
+                .and_then(|v| v.last_offset().checked_add(1));
             // `locate` checked that the first batch starts where the log
             // says it should; the iterator checks the rest.
             let first_base = BatchView::parse_header_only(&data)
@@ -1214,6 +1237,7 @@ impl Log {
                 verify_crc: true,
                 checkpoints: false,
                 first_base,
+                next,
             });
         }
         Ok(Batches::empty())
@@ -1281,9 +1305,17 @@ impl Log {
         let now = cfg.clock.now_ms();
         let mut total: u64 = segs.iter().map(|s| s.committed_len()).sum();
         let mut delete = 0usize;
-        for seg in &segs[..segs.len() - 1] {
+        // Segments without timestamps (a checkpoint alone, or records
+        // without timestamps) go by age together with the next segment that
+        // has them.
+        let mut undated_len = 0u64;
+        for (i, seg) in segs[..segs.len() - 1].iter().enumerate() {
             let len = seg.committed_len();
             let by_size = cfg.retention_bytes.is_some_and(|max| total - len >= max);
+            if !by_size && cfg.retention.is_some() && seg.max_timestamp() < 0 {
+                undated_len += len;
+                continue;
+            }
             let by_age = cfg.retention.is_some_and(|r| {
                 let r = i64::try_from(r.as_millis()).unwrap_or(i64::MAX);
                 seg.max_timestamp() >= 0 && now.saturating_sub(seg.max_timestamp()) > r
@@ -1291,8 +1323,9 @@ impl Log {
             if !(by_size || by_age) {
                 break;
             }
-            total -= len;
-            delete += 1;
+            total -= len + undated_len;
+            delete = i + 1;
+            undated_len = 0;
         }
         let mut report = RetentionReport {
             log_start_offset: self.log_start_offset(),
@@ -1344,6 +1377,7 @@ pub struct Batches {
     verify_crc: bool,
     checkpoints: bool,
     first_base: Option<i64>,
+    next: Option<i64>,
 }
 
 /// Bytes that hold the store's directory lock while they live.
@@ -1367,6 +1401,7 @@ impl Batches {
             verify_crc: true,
             checkpoints: false,
             first_base: None,
+            next: None,
         }
     }
 
@@ -1386,6 +1421,14 @@ impl Batches {
     pub fn without_crc_check(mut self) -> Batches {
         self.verify_crc = false;
         self
+    }
+
+    /// The offset after the last batch in these bytes, checkpoints included:
+    /// where the next read continues. (Iteration skips checkpoints, so the
+    /// last batch it yields may end before this; a read can even yield no
+    /// batch at all when it returned only a checkpoint.) `None` when empty.
+    pub fn next_offset(&self) -> Option<i64> {
+        self.next
     }
 
     /// Also yield the producer-state checkpoint batches (control batches the

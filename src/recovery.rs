@@ -139,20 +139,23 @@ pub(crate) struct ProducersLoaded {
     pub expired: usize,
 }
 
+/// A decoded checkpoint batch.
+struct Found {
+    offset: i64,
+    len: u64,
+    entries: Vec<(i64, Entry)>,
+}
+
 /// Load a decoded checkpoint; returns its length.
-fn table_from(
-    table: &mut ProducerTable,
-    out: &mut ProducersLoaded,
-    (offset, len, entries): (i64, u64, Vec<(i64, Entry)>),
-) -> u64 {
-    table.load(entries);
-    out.checkpoint_offset = Some(offset);
-    out.checkpoint_len = len;
-    len
+fn table_from(table: &mut ProducerTable, out: &mut ProducersLoaded, found: Found) -> u64 {
+    table.load(found.entries);
+    out.checkpoint_offset = Some(found.offset);
+    out.checkpoint_len = found.len;
+    found.len
 }
 
 /// Decode the checkpoint batch at the start of `data`, if it is one.
-fn decode_checkpoint_at(data: &[u8]) -> Option<(i64, u64, Vec<(i64, Entry)>)> {
+fn decode_checkpoint_at(data: &[u8]) -> Option<Found> {
     let view = BatchView::parse(data).ok()?;
     let value = checkpoint_value(&view).ok()?;
     let mut entries = Vec::new();
@@ -167,7 +170,11 @@ fn decode_checkpoint_at(data: &[u8]) -> Option<(i64, u64, Vec<(i64, Entry)>)> {
         ));
     })
     .ok()?;
-    Some((view.base_offset(), view.total_len() as u64, entries))
+    Some(Found {
+        offset: view.base_offset(),
+        len: view.total_len() as u64,
+        entries,
+    })
 }
 
 /// Rebuild a log's producer table: load the newest valid checkpoint, then

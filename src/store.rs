@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::ids::ProducerIds;
-use crate::log::{DirLock, Log, ProducerStats, Waker};
+use crate::log::{DirLock, Log, LogEnv, ProducerStats, Waker};
 use crate::recovery::RecoveryReport;
 use crate::storage::{FsStorage, Storage};
 
@@ -84,9 +84,10 @@ pub(crate) struct StoreInner {
     closed: AtomicBool,
     /// Producer ids and named producers (with the fences the logs check).
     pub(crate) ids: ProducerIds,
-    /// The directory lock, shared with every log (and read result), so it is
-    /// released only when the last of them is gone.
-    lock: DirLock,
+    /// What new logs share with the store, including the directory lock,
+    /// so that it is released only when the last log handle (and read
+    /// result) is gone.
+    env: LogEnv,
 }
 
 impl StoreInner {
@@ -119,16 +120,7 @@ impl StoreInner {
             .storage
             .create_dir_all(&path)
             .map_err(|e| Error::io("create partition directory", &path, e))?;
-        let log = Log::open(
-            Arc::clone(&inner.storage),
-            path,
-            key.0.clone(),
-            partition,
-            Arc::clone(&inner.config),
-            Arc::clone(&inner.waker),
-            Arc::clone(&inner.lock),
-            Arc::clone(&inner.ids.fences),
-        )?;
+        let log = Log::open(&inner.env, path, key.0.clone(), partition)?;
         // The partition directory's own entry must be durable too.
         inner
             .storage
@@ -204,6 +196,13 @@ impl Store {
         let config = Arc::new(config);
         let waker = Arc::new(Waker::default());
         let ids = ProducerIds::open(Arc::clone(&storage), &dir)?;
+        let env = LogEnv {
+            storage: Arc::clone(&storage),
+            config: Arc::clone(&config),
+            waker: Arc::clone(&waker),
+            dir_lock: Arc::clone(&lock),
+            fences: Arc::clone(&ids.fences),
+        };
         let mut logs = BTreeMap::new();
         let names = storage
             .list_dir(&dir)
@@ -217,16 +216,7 @@ impl Store {
                 tracing::warn!(dir = %path.display(), "ignoring a directory that is not <topic>-<partition>");
                 continue;
             };
-            let log = Log::open(
-                Arc::clone(&storage),
-                path,
-                topic.clone(),
-                partition,
-                Arc::clone(&config),
-                Arc::clone(&waker),
-                Arc::clone(&lock),
-                Arc::clone(&ids.fences),
-            )?;
+            let log = Log::open(&env, path, topic.clone(), partition)?;
             logs.insert((topic, partition), log);
         }
         let inner = Arc::new(StoreInner {
@@ -238,7 +228,7 @@ impl Store {
             waker,
             closed: AtomicBool::new(false),
             ids,
-            lock,
+            env,
         });
         let weak = Arc::downgrade(&inner);
         let background = std::thread::Builder::new()

@@ -295,7 +295,9 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn sample() -> Vec<(i64, i16, i64, Vec<WindowBatch>)> {
+    type Item = (i64, i16, i64, Vec<WindowBatch>);
+
+    fn sample() -> Vec<Item> {
         vec![
             (0, 0, 1_000, vec![]),
             (
@@ -319,7 +321,7 @@ mod tests {
         ]
     }
 
-    fn encode(items: &[(i64, i16, i64, Vec<WindowBatch>)]) -> Vec<u8> {
+    fn encode(items: &[Item]) -> Vec<u8> {
         encode_checkpoint_value(
             1_000,
             items.iter().map(|(id, e, t, w)| CheckpointProducer {
@@ -331,7 +333,7 @@ mod tests {
         )
     }
 
-    fn decode(v: &[u8]) -> FormatResult<(i64, Vec<(i64, i16, i64, Vec<WindowBatch>)>)> {
+    fn decode(v: &[u8]) -> FormatResult<(i64, Vec<Item>)> {
         let mut out = Vec::new();
         let at = decode_checkpoint_value(v, |p| {
             out.push((p.producer_id, p.epoch, p.last_append_ms, p.window.to_vec()));
