@@ -218,7 +218,12 @@ impl Producer {
     /// Send `messages` as one batch with the partition's next sequence.
     /// Returns where the batch is: [`AppendOutcome::Appended`], or
     /// [`AppendOutcome::Duplicate`] if the log already had it (a retry).
-    pub fn send(&self, topic: &str, partition: u32, messages: &[Message<'_>]) -> Result<AppendOutcome> {
+    pub fn send(
+        &self,
+        topic: &str,
+        partition: u32,
+        messages: &[Message<'_>],
+    ) -> Result<AppendOutcome> {
         self.send_inner(topic, partition, None, messages)
     }
 
@@ -251,7 +256,8 @@ impl Producer {
             .iter()
             .map(|m| m.key.map_or(0, <[u8]>::len) + m.value.map_or(0, <[u8]>::len) + 24)
             .sum();
-        let mut b = BatchBuilder::with_capacity(bytes).with_producer(self.producer_id, self.epoch, seq);
+        let mut b =
+            BatchBuilder::with_capacity(bytes).with_producer(self.producer_id, self.epoch, seq);
         for m in messages {
             b.try_push(m.timestamp_ms.unwrap_or(now), m.key, m.value, m.headers)
                 .map_err(|e| Error::InvalidBatch {

@@ -49,8 +49,8 @@ impl ProducerIds {
         let path = dir.join(PRODUCER_IDS_FILE);
         let (reserved_until, named) = match storage.open(&path, OpenMode::Existing) {
             Ok(f) => {
-                let raw = read_all(f.as_ref())
-                    .map_err(|e| Error::io("read producer ids", &path, e))?;
+                let raw =
+                    read_all(f.as_ref()).map_err(|e| Error::io("read producer ids", &path, e))?;
                 decode_producer_ids(&raw).ok_or_else(|| {
                     // Guessing could hand out an id twice: refuse.
                     Error::corrupt(&path, 0, "damaged producer-ids record (bad CRC or layout)")
@@ -100,10 +100,13 @@ impl ProducerIds {
 
     fn allocate_locked(&self, st: &mut State) -> Result<i64> {
         if st.next >= st.reserved_until {
-            let until = st.next.checked_add(ID_BLOCK).ok_or_else(|| Error::InvalidProducer {
-                producer: st.next.to_string(),
-                reason: "producer ids are exhausted".into(),
-            })?;
+            let until = st
+                .next
+                .checked_add(ID_BLOCK)
+                .ok_or_else(|| Error::InvalidProducer {
+                    producer: st.next.to_string(),
+                    reason: "producer ids are exhausted".into(),
+                })?;
             self.persist(until, &st.named)?;
             st.reserved_until = until;
         }
@@ -168,7 +171,11 @@ impl ProducerIds {
         let (id, epoch) = match st.named.get(name) {
             Some(&(id, epoch)) if epoch < i16::MAX - 1 => (id, epoch + 1),
             Some(&(id, _)) => {
-                tracing::warn!(name, producer_id = id, "named producer's epochs are exhausted; moving it to a new id");
+                tracing::warn!(
+                    name,
+                    producer_id = id,
+                    "named producer's epochs are exhausted; moving it to a new id"
+                );
                 (self.allocate_locked(st)?, 0)
             }
             None => (self.allocate_locked(st)?, 0),
@@ -266,9 +273,6 @@ mod tests {
         let mut bytes = s.file_bytes(&path).unwrap();
         bytes[6] ^= 1;
         s.set_file_bytes(&path, &bytes).unwrap();
-        assert_eq!(
-            ProducerIds::open(s, &dir).unwrap_err().kind(),
-            "corrupt"
-        );
+        assert_eq!(ProducerIds::open(s, &dir).unwrap_err().kind(), "corrupt");
     }
 }

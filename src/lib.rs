@@ -43,8 +43,8 @@
 mod client;
 mod config;
 mod error;
-mod ids;
 pub mod format;
+mod ids;
 mod log;
 mod producer;
 mod recovery;

@@ -362,9 +362,7 @@ impl Log {
         counters
             .expired
             .store(loaded.expired as u64, Ordering::Relaxed);
-        counters
-            .producers
-            .store(producers.len(), Ordering::Relaxed);
+        counters.producers.store(producers.len(), Ordering::Relaxed);
         let checkpoint = CheckpointState {
             enabled: loaded.checkpoint_offset.is_some() || !producers.is_empty(),
             // Replayed batches (or expiries) are not in any checkpoint yet.
@@ -668,8 +666,7 @@ impl Log {
             self.or_poison(|| self.roll(&mut w))?;
         } else if self.checkpoint_due(&w)
             || w.checkpoint.forced
-            || (w.active.committed_len() == 0
-                && (w.checkpoint.enabled || !w.producers.is_empty()))
+            || (w.active.committed_len() == 0 && (w.checkpoint.enabled || !w.producers.is_empty()))
         {
             // Due by the interval, after an expiry, or the first batch of a
             // segment (recovery may leave an empty one) in a log with
@@ -820,7 +817,12 @@ impl Log {
     fn checkpoint_due(&self, w: &Writer) -> bool {
         let c = &w.checkpoint;
         c.dirty
-            && c.bytes_since >= self.inner.config.checkpoint_interval_bytes.max(2 * c.last_len)
+            && c.bytes_since
+                >= self
+                    .inner
+                    .config
+                    .checkpoint_interval_bytes
+                    .max(2 * c.last_len)
     }
 
     /// Write the producer table into the log as a checkpoint batch (writer

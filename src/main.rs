@@ -4,17 +4,20 @@
 //! stdout and a non-zero exit status (1 for errors, 2 for usage errors).
 //! Log lines (tracing) go to stderr; set `ONCELOG_LOG=info` to see more.
 
-use std::io::{self, BufRead, Write};
+use std::io::{self, BufRead, Read, Write};
 use std::path::Path;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use oncelog::format::BatchBuilder;
-use oncelog::{Clock, Config, Durability, Error, Store, SystemClock};
+use oncelog::format::batch::increment_sequence;
+use oncelog::{AppendOutcome, Clock, Config, Durability, Error, Log, Message, Store, SystemClock};
 
 const USAGE: &str = "usage:
   oncelog produce DIR TOPIC PARTITION [--batch-records N] [--durability sync|os]
+                  [--producer-id ID [--epoch E] | --producer NAME] [--sequence S]
   oncelog dump DIR TOPIC PARTITION [--from OFFSET]
+  oncelog producers DIR TOPIC PARTITION
   oncelog verify DIR
   oncelog demo";
 
@@ -194,16 +197,105 @@ fn parse_num<T: std::str::FromStr>(what: &str, s: &str) -> Result<T, Failure> {
 
 // ---- commands ----------------------------------------------------------
 
+/// Who writes the batches of `oncelog produce`.
+enum Sender {
+    /// Plain batches, no producer id.
+    Plain,
+    /// Batches carrying an explicit producer id and epoch; `next` is the
+    /// base sequence of the next batch.
+    Explicit { id: i64, epoch: i16, next: i32 },
+    /// A named producer; `next` is `Some` when the sequences were given
+    /// (`--sequence`), else the producer picks them (`Producer::send`).
+    Named {
+        producer: oncelog::Producer,
+        next: Option<i32>,
+    },
+}
+
+/// One line of stdin, waiting to be sent.
+struct Line {
+    timestamp: i64,
+    value: Vec<u8>,
+}
+
+/// `{"outcome": ..., "base_offset": ..., "last_offset": ...}`.
+fn outcome_line(at: &AppendOutcome) -> String {
+    let off = |o: Option<i64>| o.map_or(J::Null, J::I);
+    obj(&[
+        (
+            "outcome",
+            J::S(
+                if at.is_duplicate() {
+                    "duplicate"
+                } else {
+                    "appended"
+                }
+                .into(),
+            ),
+        ),
+        ("base_offset", off(at.base_offset())),
+        ("last_offset", off(at.last_offset())),
+    ])
+}
+
+impl Sender {
+    /// Send one batch and print its outcome.
+    fn send(&mut self, log: &Log, durability: Durability, lines: &[Line]) -> Result<(), Failure> {
+        let count =
+            i32::try_from(lines.len()).map_err(|_| usage("--batch-records is too large"))?;
+        let build = |mut b: BatchBuilder| {
+            for l in lines {
+                b.push(l.timestamp, None, Some(&l.value), &[]);
+            }
+            b.build()
+        };
+        let at = match self {
+            Sender::Plain => log.append_with(&build(BatchBuilder::new()), durability)?,
+            Sender::Explicit { id, epoch, next } => {
+                let batch = build(BatchBuilder::new().with_producer(*id, *epoch, *next));
+                let at = log.append_with(&batch, durability)?;
+                *next = increment_sequence(*next, count);
+                at
+            }
+            Sender::Named { producer, next } => {
+                let messages: Vec<Message<'_>> = lines
+                    .iter()
+                    .map(|l| Message::new(&l.value).with_timestamp(l.timestamp))
+                    .collect();
+                match next {
+                    Some(seq) => {
+                        let at = producer.send_at(log.topic(), log.partition(), *seq, &messages)?;
+                        *seq = increment_sequence(*seq, count);
+                        at
+                    }
+                    None => producer.send(log.topic(), log.partition(), &messages)?,
+                }
+            }
+        };
+        emit(&outcome_line(&at))
+    }
+}
+
 fn produce(args: &[String]) -> Result<(), Failure> {
-    let a = parse_args(args, &["batch-records", "durability"])?;
+    let a = parse_args(
+        args,
+        &[
+            "batch-records",
+            "durability",
+            "producer-id",
+            "epoch",
+            "sequence",
+            "producer",
+        ],
+    )?;
     a.expect_positional(&["DIR", "TOPIC", "PARTITION"])?;
     let partition: u32 = parse_num("PARTITION", &a.positional[2])?;
     let per_batch: usize = match a.flag("batch-records") {
         Some(v) => parse_num("--batch-records", v)?,
         None => 1,
     };
-    if per_batch == 0 {
-        return Err(usage("--batch-records must be at least 1"));
+    if per_batch == 0 || i32::try_from(per_batch).is_err() {
+        return Err(usage("--batch-records must be at least 1 and fit a batch"));
     }
     let durability = match a.flag("durability").unwrap_or("sync") {
         "sync" => Durability::Sync,
@@ -214,24 +306,84 @@ fn produce(args: &[String]) -> Result<(), Failure> {
             )));
         }
     };
+    let producer_id: Option<i64> = a
+        .flag("producer-id")
+        .map(|v| parse_num("--producer-id", v))
+        .transpose()?;
+    let epoch: Option<i16> = a
+        .flag("epoch")
+        .map(|v| parse_num("--epoch", v))
+        .transpose()?;
+    let sequence: Option<i32> = a
+        .flag("sequence")
+        .map(|v| parse_num("--sequence", v))
+        .transpose()?;
+    let name = a.flag("producer");
+    if name.is_some() && producer_id.is_some() {
+        return Err(usage(
+            "--producer (a named producer) and --producer-id (an explicit id) exclude each other",
+        ));
+    }
+    if producer_id.is_some_and(|id| id < 0) {
+        return Err(usage("--producer-id must be 0 or more"));
+    }
+    if epoch.is_some() && producer_id.is_none() {
+        return Err(usage(if name.is_some() {
+            "--epoch goes with --producer-id; a named producer's epoch is the store's"
+        } else {
+            "--epoch needs --producer-id"
+        }));
+    }
+    if sequence.is_some() && producer_id.is_none() && name.is_none() {
+        return Err(usage("--sequence needs --producer-id or --producer"));
+    }
     let store = Store::open(
         &a.positional[0],
         Config::default().with_durability(durability),
     )?;
     let log = store.log(&a.positional[1], partition)?;
+    let mut sender = match (producer_id, name) {
+        (Some(id), _) => Sender::Explicit {
+            id,
+            epoch: epoch.unwrap_or(0),
+            next: sequence.unwrap_or(0),
+        },
+        (None, Some(name)) => match store.producer(name) {
+            Ok(p) => Sender::Named {
+                producer: p.with_durability(durability),
+                next: sequence,
+            },
+            Err(e) => {
+                drop(log);
+                let _ = store.close();
+                return Err(e.into());
+            }
+        },
+        (None, None) => Sender::Plain,
+    };
+    let result = produce_lines(&log, durability, per_batch, &mut sender);
+    // Close cleanly even after a refused batch: the producer table's
+    // checkpoint is written, and the next open has nothing to replay.
+    drop(sender);
+    drop(log);
+    let closed = store.close();
+    result?;
+    closed?;
+    Ok(())
+}
+
+/// Read stdin, send a batch per `per_batch` lines (and one for the rest).
+fn produce_lines(
+    log: &Log,
+    durability: Durability,
+    per_batch: usize,
+    sender: &mut Sender,
+) -> Result<(), Failure> {
     let clock = SystemClock;
     let stdin = io::stdin();
     let mut input = stdin.lock();
     let mut line = Vec::new();
-    let mut batch = BatchBuilder::new();
-    let append = |batch: BatchBuilder| -> Result<(), Failure> {
-        let at = log.append(&batch.build())?;
-        emit(&obj(&[
-            ("outcome", J::S("appended".into())),
-            ("base_offset", J::I(at.base_offset().unwrap_or(-1))),
-            ("last_offset", J::I(at.last_offset().unwrap_or(-1))),
-        ]))
-    };
+    let mut batch: Vec<Line> = Vec::new();
     loop {
         line.clear();
         if input.read_until(b'\n', &mut line)? == 0 {
@@ -243,15 +395,18 @@ fn produce(args: &[String]) -> Result<(), Failure> {
                 line.pop();
             }
         }
-        batch.push(clock.now_ms(), None, Some(&line), &[]);
-        if batch.record_count() == per_batch {
-            append(std::mem::replace(&mut batch, BatchBuilder::new()))?;
+        batch.push(Line {
+            timestamp: clock.now_ms(),
+            value: line.clone(),
+        });
+        if batch.len() == per_batch {
+            sender.send(log, durability, &batch)?;
+            batch.clear();
         }
     }
     if !batch.is_empty() {
-        append(batch)?;
+        sender.send(log, durability, &batch)?;
     }
-    store.close()?;
     Ok(())
 }
 
@@ -263,11 +418,9 @@ fn encode_field(data: Option<&[u8]>, utf8: bool) -> J {
     }
 }
 
-fn dump(args: &[String]) -> Result<(), Failure> {
-    let a = parse_args(args, &["from"])?;
-    a.expect_positional(&["DIR", "TOPIC", "PARTITION"])?;
-    let partition: u32 = parse_num("PARTITION", &a.positional[2])?;
-    let dir = Path::new(&a.positional[0]);
+/// Open the store at `dir` and its existing partition, or `not_found`.
+fn open_existing(dir: &str, topic: &str, partition: u32) -> Result<(Store, Log), Failure> {
+    let dir = Path::new(dir);
     if !dir.is_dir() {
         return Err(Failure {
             kind: "not_found".into(),
@@ -276,18 +429,21 @@ fn dump(args: &[String]) -> Result<(), Failure> {
         });
     }
     let store = Store::open(dir, Config::default())?;
-    let Some(log) = store.existing_log(&a.positional[1], partition)? else {
+    let Some(log) = store.existing_log(topic, partition)? else {
         return Err(Failure {
             kind: "not_found".into(),
-            message: format!(
-                "no partition {}-{} in {}",
-                a.positional[1],
-                partition,
-                dir.display()
-            ),
+            message: format!("no partition {}-{} in {}", topic, partition, dir.display()),
             usage: false,
         });
     };
+    Ok((store, log))
+}
+
+fn dump(args: &[String]) -> Result<(), Failure> {
+    let a = parse_args(args, &["from"])?;
+    a.expect_positional(&["DIR", "TOPIC", "PARTITION"])?;
+    let partition: u32 = parse_num("PARTITION", &a.positional[2])?;
+    let (_store, log) = open_existing(&a.positional[0], &a.positional[1], partition)?;
     let mut offset = match a.flag("from") {
         Some(v) => parse_num::<i64>("--from", v)?,
         None => log.log_start_offset(),
@@ -295,10 +451,13 @@ fn dump(args: &[String]) -> Result<(), Failure> {
     let from = offset;
     let end = log.next_offset();
     while offset < end {
-        let batches = log.read(offset, 1 << 20)?;
+        // Iterate checkpoint (control) batches too, to step over them: a
+        // read that holds only a checkpoint would otherwise never advance.
+        let batches = log.read(offset, 1 << 20)?.with_checkpoints();
         if batches.is_empty() {
             break;
         }
+        let before = offset;
         for batch in &batches {
             let batch = batch?;
             let view = batch.view();
@@ -362,9 +521,53 @@ fn dump(args: &[String]) -> Result<(), Failure> {
                         .collect();
                     fields.push(("headers", J::Raw(format!("[{}]", hs.join(", ")))));
                 }
+                fields.push(("producer_id", J::I(view.producer_id())));
+                fields.push(("producer_epoch", J::I(i64::from(view.producer_epoch()))));
+                fields.push(("sequence", J::I(i64::from(view.record_sequence(&rec)))));
                 emit(&obj(&fields))?;
             }
         }
+        if offset <= before {
+            return Err(Failure {
+                kind: "corrupt".into(),
+                message: format!("reading at offset {before} made no progress"),
+                usage: false,
+            });
+        }
+    }
+    Ok(())
+}
+
+fn producers(args: &[String]) -> Result<(), Failure> {
+    let a = parse_args(args, &[])?;
+    a.expect_positional(&["DIR", "TOPIC", "PARTITION"])?;
+    let partition: u32 = parse_num("PARTITION", &a.positional[2])?;
+    let (_store, log) = open_existing(&a.positional[0], &a.positional[1], partition)?;
+    // Ordered by producer id.
+    for p in log.producers() {
+        let batches: Vec<String> = p
+            .batches
+            .iter()
+            .map(|b| {
+                obj(&[
+                    ("first_sequence", J::I(i64::from(b.first_sequence))),
+                    ("last_sequence", J::I(i64::from(b.last_sequence))),
+                    ("base_offset", J::I(b.base_offset)),
+                    ("last_offset", J::I(b.last_offset)),
+                ])
+            })
+            .collect();
+        emit(&obj(&[
+            ("producer_id", J::I(p.producer_id)),
+            ("producer_epoch", J::I(i64::from(p.epoch))),
+            (
+                "last_sequence",
+                p.last_sequence.map_or(J::Null, |s| J::I(i64::from(s))),
+            ),
+            ("batches", J::Raw(format!("[{}]", batches.join(", ")))),
+            ("last_append_ms", J::I(p.last_append_ms)),
+            ("name", p.name.map_or(J::Null, J::S)),
+        ]))?;
     }
     Ok(())
 }
@@ -437,6 +640,235 @@ fn verify(args: &[String]) -> Result<(), Failure> {
             usage: false,
         })
     }
+}
+
+/// Topic, partition and producer name of the demo's idempotent steps.
+const DEMO_TOPIC: &str = "payments";
+const DEMO_PRODUCER: &str = "billing";
+
+/// The values of the demo's payment batch `i` (the same bytes on a retry).
+fn demo_payments(i: usize) -> Vec<String> {
+    (0..3).map(|j| format!("payment {i}.{j}")).collect()
+}
+
+fn messages(values: &[String]) -> Vec<Message<'_>> {
+    values
+        .iter()
+        .map(|v| Message::new(v.as_bytes()).with_key(b"account-7"))
+        .collect()
+}
+
+fn offset_or_null(o: Option<i64>) -> J {
+    o.map_or(J::Null, J::I)
+}
+
+/// The integer field `name` of one of our own JSON lines.
+fn json_int(line: &str, name: &str) -> Option<i64> {
+    let start = line.find(&format!("\"{name}\": "))? + name.len() + 4;
+    let rest = &line[start..];
+    let end = rest
+        .find(|c: char| c != '-' && !c.is_ascii_digit())
+        .unwrap_or(rest.len());
+    rest[..end].parse().ok()
+}
+
+/// A retry's step line; fails the demo unless it was answered as a
+/// duplicate at the original offsets.
+fn report_retry(step: &str, original: (i64, i64), retry: &AppendOutcome) -> Result<(), Failure> {
+    let same = retry.is_duplicate()
+        && retry.base_offset() == Some(original.0)
+        && retry.last_offset() == Some(original.1);
+    emit(&obj(&[
+        ("step", J::S(step.into())),
+        ("duplicate", J::B(retry.is_duplicate())),
+        ("original_base_offset", J::I(original.0)),
+        ("base_offset", offset_or_null(retry.base_offset())),
+        ("original_last_offset", J::I(original.1)),
+        ("last_offset", offset_or_null(retry.last_offset())),
+        ("same_offsets", J::B(same)),
+    ]))?;
+    if same {
+        Ok(())
+    } else {
+        Err(Failure {
+            kind: "demo_failed".into(),
+            message: format!(
+                "{step}: the retry of the batch at offsets {}..={} came back as {retry:?}",
+                original.0, original.1
+            ),
+            usage: false,
+        })
+    }
+}
+
+/// The demo's idempotent-producer steps, on the (closed) store at `dir`:
+/// a lost acknowledgement retried in the same process, then a process
+/// killed with SIGKILL after a durable send and the send retried after
+/// recovery.
+fn demo_producers(dir: &Path, config: &Config) -> Result<(), Failure> {
+    // 8. A named producer sends a batch; its acknowledgement is lost.
+    let store = Store::open(dir, config.clone())?;
+    let producer = store
+        .producer(DEMO_PRODUCER)?
+        .with_durability(Durability::Sync);
+    let values = demo_payments(1);
+    let sequence = producer.next_sequence(DEMO_TOPIC, 0)?;
+    let sent = producer.send(DEMO_TOPIC, 0, &messages(&values))?;
+    let (Some(base), Some(last)) = (sent.base_offset(), sent.last_offset()) else {
+        return Err(usage("the first send came back without offsets"));
+    };
+    emit(&obj(&[
+        ("step", J::S("producer_send".into())),
+        ("producer", J::S(DEMO_PRODUCER.into())),
+        ("producer_id", J::I(producer.id())),
+        ("epoch", J::I(i64::from(producer.epoch()))),
+        ("sequence", J::I(i64::from(sequence))),
+        (
+            "outcome",
+            J::S(
+                if sent.is_duplicate() {
+                    "duplicate"
+                } else {
+                    "appended"
+                }
+                .into(),
+            ),
+        ),
+        ("base_offset", J::I(base)),
+        ("last_offset", J::I(last)),
+    ]))?;
+    emit(&obj(&[
+        ("step", J::S("ack_lost".into())),
+        ("sequence", J::I(i64::from(sequence))),
+        (
+            "detail",
+            J::S("the acknowledgement never reached the client; it re-sends the batch with the same sequence".into()),
+        ),
+    ]))?;
+
+    // 9. The retry: a duplicate, answered with the original offsets.
+    let retry = producer.send_at(DEMO_TOPIC, 0, sequence, &messages(&values))?;
+    report_retry("retry", (base, last), &retry)?;
+    drop(producer);
+    store.close()?;
+
+    // 10. A process sends durably and is killed (SIGKILL) before it can
+    //     close: no checkpoint at close, the batch is past the last one.
+    let mut child = std::process::Command::new(std::env::current_exe()?)
+        .arg("__demo-child")
+        .arg(dir)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()?;
+    let mut line = String::new();
+    let read = child
+        .stdout
+        .take()
+        .map(|out| io::BufReader::new(out).read_line(&mut line))
+        .transpose();
+    let sent = match read {
+        Ok(_) => ["sequence", "base_offset", "last_offset"].map(|f| json_int(&line, f)),
+        Err(e) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(e.into());
+        }
+    };
+    let [Some(child_sequence), Some(child_base), Some(child_last)] = sent else {
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err(Failure {
+            kind: "demo_failed".into(),
+            message: format!("the child process did not report its send: {line:?}"),
+            usage: false,
+        });
+    };
+    emit(line.trim_end())?;
+    let pid = child.id();
+    child.kill()?; // SIGKILL on Unix
+    let status = child.wait()?;
+    #[cfg(unix)]
+    let signal = {
+        use std::os::unix::process::ExitStatusExt as _;
+        status.signal().map_or(J::Null, |s| J::I(i64::from(s)))
+    };
+    #[cfg(not(unix))]
+    let signal = J::Null;
+    emit(&obj(&[
+        ("step", J::S("kill".into())),
+        ("pid", J::U(u64::from(pid))),
+        ("signal", signal),
+        ("status", J::S(status.to_string())),
+    ]))?;
+
+    // 11. Reopen: the producer table comes from the last checkpoint plus
+    //     the batches after it.
+    let store = Store::open(dir, config.clone())?;
+    let log = store.log(DEMO_TOPIC, 0)?;
+    let r = log.recovery_report().clone();
+    emit(&obj(&[
+        ("step", J::S("recover_producers".into())),
+        ("checkpoint_offset", offset_or_null(r.checkpoint_offset)),
+        ("batches_replayed", J::U(r.batches_replayed)),
+        ("producers", J::U(r.producers as u64)),
+        ("next_offset", J::I(r.next_offset)),
+    ]))?;
+
+    // 12. A new session of the same producer re-sends the killed process's
+    //     batch with its sequence: a duplicate at the child's offsets.
+    let producer = store.producer(DEMO_PRODUCER)?;
+    let child_sequence = i32::try_from(child_sequence)
+        .map_err(|_| usage("the child reported a sequence out of range"))?;
+    let retry = producer.send_at(DEMO_TOPIC, 0, child_sequence, &messages(&demo_payments(2)));
+    drop(producer);
+    drop(log);
+    let closed = store.close();
+    report_retry("retry_after_kill", (child_base, child_last), &retry?)?;
+    closed?;
+    Ok(())
+}
+
+/// `oncelog __demo-child DIR` (not in the usage: the demo's victim): send
+/// one batch durably as the demo's named producer, print where it went,
+/// then wait for stdin to close (or for the demo to kill this process)
+/// without ever closing the store.
+fn demo_child(args: &[String]) -> Result<(), Failure> {
+    let a = parse_args(args, &[])?;
+    a.expect_positional(&["DIR"])?;
+    let store = Store::open(
+        &a.positional[0],
+        Config::default().with_segment_bytes(16 * 1024),
+    )?;
+    let producer = store
+        .producer(DEMO_PRODUCER)?
+        .with_durability(Durability::Sync);
+    let sequence = producer.next_sequence(DEMO_TOPIC, 0)?;
+    let sent = producer.send(DEMO_TOPIC, 0, &messages(&demo_payments(2)))?;
+    emit(&obj(&[
+        ("step", J::S("child_send".into())),
+        ("pid", J::U(u64::from(std::process::id()))),
+        ("producer_id", J::I(producer.id())),
+        ("epoch", J::I(i64::from(producer.epoch()))),
+        ("sequence", J::I(i64::from(sequence))),
+        (
+            "outcome",
+            J::S(
+                if sent.is_duplicate() {
+                    "duplicate"
+                } else {
+                    "appended"
+                }
+                .into(),
+            ),
+        ),
+        ("base_offset", offset_or_null(sent.base_offset())),
+        ("last_offset", offset_or_null(sent.last_offset())),
+    ]))?;
+    let mut rest = Vec::new();
+    let _ = io::stdin().lock().read_to_end(&mut rest);
+    // The parent went away without killing us: still no clean close.
+    std::process::exit(3);
 }
 
 fn demo(args: &[String]) -> Result<(), Failure> {
@@ -542,7 +974,7 @@ fn demo(args: &[String]) -> Result<(), Failure> {
     ]))?;
 
     // 4. Reopen: recovery cuts the torn tail and reports it.
-    let store = Store::open(&dir, config)?;
+    let store = Store::open(&dir, config.clone())?;
     let log = store.log("orders", 0)?;
     let r = log.recovery_report().clone();
     emit(&obj(&[
@@ -610,7 +1042,9 @@ fn demo(args: &[String]) -> Result<(), Failure> {
         ("segments", J::U(report.segments as u64)),
         ("batches", J::U(report.batches)),
     ]))?;
-    Ok(())
+
+    // 8-12. Idempotent producers: a lost acknowledgement, then a kill -9.
+    demo_producers(&dir, &config)
 }
 
 fn main() -> ExitCode {
@@ -624,8 +1058,10 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("produce") => produce(&args[1..]),
         Some("dump") => dump(&args[1..]),
+        Some("producers") => producers(&args[1..]),
         Some("verify") => verify(&args[1..]),
         Some("demo") => demo(&args[1..]),
+        Some("__demo-child") => demo_child(&args[1..]),
         Some("help" | "--help" | "-h") => {
             println!("{USAGE}");
             return ExitCode::SUCCESS;

@@ -261,7 +261,11 @@ impl ProducerTable {
         if b.base_seq < 0 || b.epoch < 0 {
             return;
         }
-        if self.entries.get(&b.producer_id).is_some_and(|e| b.epoch < e.epoch) {
+        if self
+            .entries
+            .get(&b.producer_id)
+            .is_some_and(|e| b.epoch < e.epoch)
+        {
             tracing::warn!(
                 producer_id = b.producer_id,
                 epoch = b.epoch,
@@ -295,7 +299,6 @@ impl ProducerTable {
             self.entries.insert(id, e);
         }
     }
-
 }
 
 /// Approximate bytes a producer takes in a table with this window (for

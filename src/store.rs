@@ -100,7 +100,12 @@ impl StoreInner {
             });
         }
         let key = (topic.to_string(), partition);
-        if let Some(log) = self.logs.read().unwrap_or_else(PoisonError::into_inner).get(&key) {
+        if let Some(log) = self
+            .logs
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&key)
+        {
             return Ok(log.clone());
         }
         let inner = self;
@@ -112,7 +117,12 @@ impl StoreInner {
                 what: format!("store {}", self.dir.display()),
             });
         }
-        if let Some(log) = self.logs.read().unwrap_or_else(PoisonError::into_inner).get(&key) {
+        if let Some(log) = self
+            .logs
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&key)
+        {
             return Ok(log.clone());
         }
         let path = inner.dir.join(format!("{topic}-{partition}"));
@@ -133,7 +143,6 @@ impl StoreInner {
             .insert(key, log.clone());
         Ok(log)
     }
-
 }
 
 impl std::fmt::Debug for StoreInner {

@@ -9,9 +9,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
-use crate::format::index::{decode_offset_index, decode_time_index};
 use crate::format::checkpoint::{checkpoint_value, decode_checkpoint_value};
-use crate::format::meta::{LOG_START_FILE, PRODUCER_IDS_FILE, decode_log_start, decode_producer_ids};
+use crate::format::index::{decode_offset_index, decode_time_index};
+use crate::format::meta::{
+    LOG_START_FILE, PRODUCER_IDS_FILE, decode_log_start, decode_producer_ids,
+};
 use crate::format::{BatchView, OFFSET_ENTRY_LEN, TIME_ENTRY_LEN};
 use crate::segment::{log_file_name, parse_file_name, scan};
 use crate::storage::{FsStorage, OpenMode, Storage, read_all};

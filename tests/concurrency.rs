@@ -159,7 +159,13 @@ fn partitions_append_in_parallel() {
             let log = store.log("t", p).unwrap();
             s.spawn(move || {
                 for i in 0..100 {
-                    assert_eq!(log.append(&batch("x", 2, i)).unwrap().base_offset().unwrap(), i * 2);
+                    assert_eq!(
+                        log.append(&batch("x", 2, i))
+                            .unwrap()
+                            .base_offset()
+                            .unwrap(),
+                        i * 2
+                    );
                 }
             });
         }

@@ -81,7 +81,13 @@ fn power_loss_keeps_every_sync_append_and_drops_unsynced_ones() {
             assert_eq!(got.len(), acked.len() + 10, "a process crash loses nothing");
         }
         let next = log.next_offset();
-        assert_eq!(log.append(&batch("after", 1, 0)).unwrap().base_offset().unwrap(), next);
+        assert_eq!(
+            log.append(&batch("after", 1, 0))
+                .unwrap()
+                .base_offset()
+                .unwrap(),
+            next
+        );
     }
 }
 
@@ -156,7 +162,13 @@ fn a_full_disk_is_an_append_error_and_appends_resume_after() {
     drop(store);
     let store = open(&sim, small_config());
     let log = store.log("t", 0).unwrap();
-    assert_eq!(log.append(&batch("b", 1, 0)).unwrap().base_offset().unwrap(), 1);
+    assert_eq!(
+        log.append(&batch("b", 1, 0))
+            .unwrap()
+            .base_offset()
+            .unwrap(),
+        1
+    );
 }
 
 #[test]

@@ -112,7 +112,10 @@ fn kafka_encoded_batches_are_stored_byte_for_byte_and_decode_back() {
     assert!(rest.is_control() && rest.base_offset() == 10);
     assert_eq!(pos + rest.total_len(), batches.bytes().len());
     assert_eq!(batches.iter().count(), batches_in.len());
-    assert_eq!(batches.clone().with_checkpoints().iter().count(), batches_in.len() + 1);
+    assert_eq!(
+        batches.clone().with_checkpoints().iter().count(),
+        batches_in.len() + 1
+    );
     // And kafka-protocol reads the stored bytes, with the store's offsets.
     let mut buf = batches.bytes().slice(..pos);
     let sets = RecordBatchDecoder::decode_all(&mut buf).unwrap();

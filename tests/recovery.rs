@@ -124,7 +124,13 @@ fn zero_filled_and_garbage_tails_are_cut() {
         assert!(r.truncated_file.is_some());
         assert_eq!(log.next_offset(), 40, "{name}");
         assert_eq!(read_all(&log).len(), 40);
-        assert_eq!(log.append(&batch("x", 1, 1)).unwrap().base_offset().unwrap(), 40);
+        assert_eq!(
+            log.append(&batch("x", 1, 1))
+                .unwrap()
+                .base_offset()
+                .unwrap(),
+            40
+        );
     }
 }
 
@@ -204,7 +210,13 @@ fn corruption_inside_a_sealed_segment_is_reported_not_cut() {
     let n = log.next_offset();
     assert!(n > 0 && n < 600);
     assert_eq!(read_all(&log).len() as i64, n);
-    assert_eq!(log.append(&batch("x", 1, 1)).unwrap().base_offset().unwrap(), n);
+    assert_eq!(
+        log.append(&batch("x", 1, 1))
+            .unwrap()
+            .base_offset()
+            .unwrap(),
+        n
+    );
 }
 
 #[test]

@@ -109,7 +109,9 @@ pub fn decode_producer_ids(bytes: &[u8]) -> Option<(i64, Vec<NamedProducerRecord
     let mut named = Vec::new();
     for _ in 0..count {
         let len = u16::from_be_bytes(take(2)?.try_into().ok()?);
-        let name = std::str::from_utf8(take(usize::from(len))?).ok()?.to_string();
+        let name = std::str::from_utf8(take(usize::from(len))?)
+            .ok()?
+            .to_string();
         let producer_id = i64::from_be_bytes(take(8)?.try_into().ok()?);
         let epoch = i16::from_be_bytes(take(2)?.try_into().ok()?);
         if producer_id < 0 || producer_id >= reserved || epoch < 0 {
@@ -152,7 +154,10 @@ mod tests {
         }
         // An id at or past the reserved limit is impossible.
         assert_eq!(decode_producer_ids(&encode_producer_ids(999, &named)), None);
-        assert_eq!(decode_producer_ids(&encode_producer_ids(0, &[])), Some((0, vec![])));
+        assert_eq!(
+            decode_producer_ids(&encode_producer_ids(0, &[])),
+            Some((0, vec![]))
+        );
     }
 
     #[test]
