@@ -121,6 +121,7 @@ impl Store {
     /// its sequences, see [`Producer::send_at`]) is answered as a duplicate.
     pub fn producer(&self, name: &str) -> Result<Producer> {
         let (id, epoch) = self.inner.ids.named(name)?;
+        self.fence_barrier();
         Ok(Producer::new(self, id, epoch, Some(name.to_string())))
     }
 
@@ -284,7 +285,14 @@ impl Producer {
             *n += 1;
         }
         let _in_flight = InFlight(&slot);
-        let (outcome, end) = {
+        let unacked = |seq: i32, source: Error| Error::NotAcknowledged {
+            log: format!("{topic}-{partition}"),
+            producer_id: self.producer_id,
+            epoch: self.epoch,
+            sequence: seq,
+            source: Box::new(source),
+        };
+        let (outcome, end, seq) = {
             let mut next = lock(&slot.next_seq);
             let seq = sequence.unwrap_or(*next);
             let batch = self.build(seq, messages, &slot.log)?;
@@ -296,7 +304,7 @@ impl Producer {
                         if sequence.is_none() || !outcome.is_duplicate() {
                             *next = after;
                         }
-                        break (outcome, end);
+                        break (outcome, end, seq);
                     }
                     Err(e) if e.is_retryable() && attempt < self.retries => {
                         let wait = self.backoff.saturating_mul(1 << attempt.min(7));
@@ -304,11 +312,16 @@ impl Producer {
                         std::thread::sleep(wait.min(Duration::from_secs(1)));
                         attempt += 1;
                     }
+                    // A failed write may have left the batch (or part of it)
+                    // in the log: the caller needs its sequence to find out.
+                    Err(e @ Error::Io { .. }) => return Err(unacked(seq, e)),
                     Err(e) => return Err(e),
                 }
             }
         };
-        slot.log.complete(end, self.durability)?;
+        slot.log
+            .complete(end, self.durability)
+            .map_err(|e| unacked(seq, e))?;
         Ok(outcome)
     }
 }

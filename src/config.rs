@@ -306,8 +306,18 @@ impl Config {
                 format!("{} is outside 1..=64", self.producer_window),
             );
         }
-        if self.max_producers == 0 {
-            return bad("max_producers", "must be positive".into());
+        // A checkpoint holds the whole table in one batch (< 2 GiB): at
+        // most 21 bytes per producer plus 19 per window batch.
+        let worst = 21 + 19 * self.producer_window as u64;
+        let fits = (i32::MAX as u64 - 1024) / worst;
+        if self.max_producers == 0 || self.max_producers as u64 > fits {
+            return bad(
+                "max_producers",
+                format!(
+                    "{} is outside 1..={fits} (a checkpoint of the whole table must fit a 2 GiB batch with a window of {})",
+                    self.max_producers, self.producer_window
+                ),
+            );
         }
         if self.producer_expiration.is_zero() {
             return bad("producer_expiration", "must be positive".into());
@@ -368,6 +378,19 @@ mod tests {
         );
         assert_eq!(
             field(Config::default().with_max_producers(0)),
+            "max_producers"
+        );
+        // The whole table must fit one checkpoint batch.
+        Config::default()
+            .with_max_producers(18_000_000)
+            .validate()
+            .unwrap();
+        assert_eq!(
+            field(
+                Config::default()
+                    .with_producer_window(64)
+                    .with_max_producers(2_000_000)
+            ),
             "max_producers"
         );
         assert_eq!(

@@ -179,6 +179,23 @@ pub enum Error {
         /// The configured limit.
         max: usize,
     },
+    /// A [`Producer`](crate::Producer) send whose batch may or may not be in
+    /// the log: its write or its wait for durability failed (an I/O error,
+    /// an fsync failure that poisoned the log). After reopening the store,
+    /// re-send the same messages with `Producer::send_at` at `sequence`: a
+    /// duplicate answer means the batch was kept, with its offsets.
+    NotAcknowledged {
+        /// The log (`topic-partition`).
+        log: String,
+        /// The producer.
+        producer_id: i64,
+        /// The session's epoch.
+        epoch: i16,
+        /// The batch's first sequence.
+        sequence: i32,
+        /// What failed.
+        source: Box<Error>,
+    },
     /// A producer id that this store never handed out, or a producer name
     /// that is not acceptable.
     InvalidProducer {
@@ -210,21 +227,19 @@ impl Error {
             Error::InvalidRecord { .. } => "invalid_record",
             Error::TooManyProducers { .. } => "too_many_producers",
             Error::InvalidProducer { .. } => "invalid_producer",
+            Error::NotAcknowledged { .. } => "not_acknowledged",
         }
     }
 
     /// True if the same request may succeed when retried unchanged (with
     /// the same sequence): the failure was a passing condition, not a
     /// verdict on the data or a broken disk.
+    ///
+    /// Today that is [`Error::TooManyProducers`] (producers expire). I/O
+    /// errors are not: a failed write or fsync poisons the log until the
+    /// store is reopened.
     pub fn is_retryable(&self) -> bool {
-        match self {
-            Error::TooManyProducers { .. } => true,
-            Error::Io { source, .. } => matches!(
-                source.kind(),
-                io::ErrorKind::Interrupted | io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-            ),
-            _ => false,
-        }
+        matches!(self, Error::TooManyProducers { .. })
     }
 
     pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Error {
@@ -364,6 +379,16 @@ impl fmt::Display for Error {
             Error::InvalidProducer { producer, reason } => {
                 write!(f, "invalid producer {producer}: {reason}")
             }
+            Error::NotAcknowledged {
+                log,
+                producer_id,
+                epoch,
+                sequence,
+                source,
+            } => write!(
+                f,
+                "batch of producer {producer_id} epoch {epoch} at sequence {sequence} on {log} is not acknowledged and may or may not be in the log ({source}); after reopening, re-send it at sequence {sequence} to find out"
+            ),
         }
     }
 }
@@ -373,6 +398,7 @@ impl std::error::Error for Error {
         match self {
             Error::Io { source, .. } => Some(source),
             Error::InvalidBatch { source, .. } => Some(source),
+            Error::NotAcknowledged { source, .. } => Some(source.as_ref()),
             _ => None,
         }
     }

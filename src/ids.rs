@@ -7,9 +7,12 @@
 //!   and an open starts at the recorded end (the unused rest of the last
 //!   block is skipped). One fsync per block, none per producer.
 //! - A named producer's epoch bump is durable before `Store::producer`
-//!   returns, and is published to the logs' fences only after that: a
-//!   session that was told it owns an epoch keeps it across a crash, and no
-//!   older session writes once a newer one was handed out.
+//!   returns, and is published to the logs' fences only after that (then
+//!   the store waits once for every log's writer lock, so that no append of
+//!   the older session is still in flight): a session that was told it owns
+//!   an epoch keeps it across a crash, and no older session writes once a
+//!   newer one was handed out. A named producer keeps its id for ever; its
+//!   epoch wraps from `i16::MAX` to 0.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -168,16 +171,10 @@ impl ProducerIds {
     }
 
     fn bump_named_locked(&self, st: &mut State, name: &str) -> Result<(i64, i16)> {
+        // The epoch wraps from i16::MAX to 0: the fence is an equality, so
+        // only a session exactly 32768 sessions old could pass it again.
         let (id, epoch) = match st.named.get(name) {
-            Some(&(id, epoch)) if epoch < i16::MAX - 1 => (id, epoch + 1),
-            Some(&(id, _)) => {
-                tracing::warn!(
-                    name,
-                    producer_id = id,
-                    "named producer's epochs are exhausted; moving it to a new id"
-                );
-                (self.allocate_locked(st)?, 0)
-            }
+            Some(&(id, epoch)) => (id, if epoch == i16::MAX { 0 } else { epoch + 1 }),
             None => (self.allocate_locked(st)?, 0),
         };
         let mut named = st.named.clone();
@@ -249,6 +246,23 @@ mod tests {
         assert_eq!(ids.bump(a.0, 2).unwrap(), (a.0, 3));
         assert!(ids.named("").is_err());
         assert!(ids.named(&"x".repeat(256)).is_err());
+    }
+
+    #[test]
+    fn a_named_epoch_wraps_on_the_same_id() {
+        let (s, dir) = sim();
+        let rec = NamedProducerRecord {
+            name: "old".into(),
+            producer_id: 7,
+            epoch: i16::MAX,
+        };
+        s.open(&dir.join(PRODUCER_IDS_FILE), OpenMode::Create)
+            .unwrap()
+            .write_at(&encode_producer_ids(1000, &[rec]), 0)
+            .unwrap();
+        let ids = ProducerIds::open(s, &dir).unwrap();
+        assert_eq!(ids.named("old").unwrap(), (7, 0));
+        assert_eq!(ids.named("old").unwrap(), (7, 1));
     }
 
     #[test]

@@ -506,6 +506,12 @@ impl Log {
         self.after_write(end, durability)
     }
 
+    /// Wait until no append holds the writer lock (after a fence moved, so
+    /// that no append checked against the old fence is still in flight).
+    pub(crate) fn barrier(&self) {
+        drop(lock(&self.inner.writer));
+    }
+
     fn invalid(&self, kind: FormatErrorKind, position: usize) -> Error {
         Error::InvalidBatch {
             log: self.inner.name.clone(),
@@ -636,7 +642,7 @@ impl Log {
                     // The original lies somewhere before: wait for all of it.
                     return Ok((outcome, inner.next_offset.load(Ordering::Acquire)));
                 }
-                Err(r) => return Err(self.rejection(b, r, named)),
+                Err(r) => return Err(self.rejection(b, r)),
             }
         }
         let len = batch.len() as u64;
@@ -706,8 +712,7 @@ impl Log {
         inner.appends.fetch_add(1, Ordering::Relaxed);
         checkpoint.bytes_since += len;
         if let Some(b) = &ident {
-            // Stage, then commit: the state changes only now that the bytes
-            // are in the log.
+            // The state changes only now that the bytes are in the log.
             producers.commit(b, base, named, now);
             checkpoint.dirty = true;
             checkpoint.enabled = true;
@@ -740,7 +745,10 @@ impl Log {
 
     fn fence_error(&self, b: &BatchIdent, name: &str, current: i16) -> Error {
         let inner = &*self.inner;
-        if b.epoch < current {
+        // Named epochs wrap from i16::MAX to 0: "older" is up to half the
+        // epoch space behind the current one.
+        let behind = (i32::from(current) - i32::from(b.epoch)).rem_euclid(1 << 15);
+        if (1..=1 << 14).contains(&behind) {
             bump(&inner.counters.fenced, 1);
             Error::ProducerFenced {
                 log: inner.name.clone(),
@@ -762,7 +770,7 @@ impl Log {
         }
     }
 
-    fn rejection(&self, b: &BatchIdent, r: Rejection, named: bool) -> Error {
+    fn rejection(&self, b: &BatchIdent, r: Rejection) -> Error {
         let inner = &*self.inner;
         let log = inner.name.clone();
         match r {
@@ -786,10 +794,6 @@ impl Log {
                     received: b.base_seq,
                     received_last: b.last_seq(),
                 }
-            }
-            Rejection::StaleEpoch { current } if named => {
-                let name = inner.fences.get(b.producer_id).map(|(n, _)| n);
-                self.fence_error(b, name.as_deref().unwrap_or(""), current)
             }
             Rejection::StaleEpoch { current } => {
                 bump(&inner.counters.invalid_epoch, 1);
@@ -838,7 +842,13 @@ impl Log {
         for (id, e) in w.producers.iter() {
             enc.push(id, e.epoch, e.last_append_ms, e.window.iter().copied());
         }
-        let mut batch = build_checkpoint_batch(&enc.finish());
+        let mut batch = build_checkpoint_batch(&enc.finish()).map_err(|e| Error::Unsupported {
+            what: format!(
+                "a producer checkpoint of {} producers for {}: {e}",
+                w.producers.len(),
+                inner.name
+            ),
+        })?;
         let base = inner.next_offset.load(Ordering::Acquire);
         batch[..8].copy_from_slice(&base.to_be_bytes());
         let interval = u64::from(inner.config.index_interval_bytes);
@@ -1159,7 +1169,10 @@ impl Log {
     }
 
     /// Read whole batches starting with the one that holds `offset`, up to
-    /// about `max_bytes` (at least one batch, however large). Reading at
+    /// about `max_bytes` (at least one batch, however large, and at least one
+    /// data batch if the segment holds one after the checkpoints at
+    /// `offset`). Iteration skips checkpoint batches: continue the next read
+    /// at [`Batches::next_offset`], which counts them. Reading at
     /// [`Log::next_offset`] returns no batches; outside
     /// `[log_start_offset, next_offset]` is [`Error::OffsetOutOfRange`].
     /// The bytes are a zero-copy view of the segment and stay valid while
@@ -1204,6 +1217,10 @@ impl Log {
             }
             let mut end = 0usize;
             let mut last_start = 0usize;
+            // At least one batch, and at least one data batch if the segment
+            // has one: a read never returns only checkpoints while data
+            // follows in the segment.
+            let mut has_data = false;
             while end < data.len() {
                 let Some(len) = peek_batch_len(&data[end..]) else {
                     return Err(Error::corrupt(
@@ -1212,9 +1229,11 @@ impl Log {
                         "unreadable batch length",
                     ));
                 };
-                if end > 0 && end + len > max_bytes {
+                if end > 0 && has_data && end + len > max_bytes {
                     break;
                 }
+                has_data |=
+                    BatchView::parse_header_only(&data[end..]).is_ok_and(|v| !v.is_control());
                 last_start = end;
                 end = end.saturating_add(len).min(data.len());
             }

@@ -7,9 +7,12 @@
 //! table); [`ProducerTable::commit`] records a batch once it is written.
 //!
 //! Invariants:
-//! - `check` never changes what a later `check` answers (it may only drop
-//!   expired producers to make room); state changes only through `commit`
-//!   (after the bytes are written), `replay` (recovery), `expire` and `load`.
+//! - State changes only through `commit` (after the bytes are written),
+//!   `replay` (recovery), `load` (a checkpoint) and expiry, which `check`
+//!   also runs when a new producer finds the table full.
+//! - Named producers: their epoch is checked by the caller against the
+//!   store's fence (equality), so the table neither compares their epochs
+//!   nor resets their sequences or windows when the epoch changes.
 //! - A window holds at most `window` batches, in sequence order, each one
 //!   continuing the previous one (`first_seq == prev.last_seq + 1`, wrapping
 //!   from `i32::MAX` to 0) unless an epoch bump of an anonymous producer
@@ -99,6 +102,9 @@ pub(crate) struct Limits {
 pub(crate) struct ProducerTable {
     entries: HashMap<i64, Entry>,
     limits: Limits,
+    /// No producer can expire before this time (ms): a full table refuses
+    /// new producers without scanning until then.
+    earliest_expiry_ms: i64,
 }
 
 /// How far `to` lies after `from` in sequence space, in `[0, 2^31)`.
@@ -111,6 +117,7 @@ impl ProducerTable {
         ProducerTable {
             entries: HashMap::new(),
             limits,
+            earliest_expiry_ms: i64::MIN,
         }
     }
 
@@ -167,17 +174,20 @@ impl ProducerTable {
             if self.limits.require_sequence_zero && b.base_seq != 0 {
                 return (Err(Rejection::OutOfOrder { expected: 0 }), 0);
             }
-            let mut expired = 0;
+            let full = self.entries.len() >= self.limits.max_producers;
+            // Scan for expired producers only when one can have expired.
+            let expired = if full && now_ms >= self.earliest_expiry_ms {
+                self.expire(now_ms)
+            } else {
+                0
+            };
             if self.entries.len() >= self.limits.max_producers {
-                expired = self.expire(now_ms);
-                if self.entries.len() >= self.limits.max_producers {
-                    return (
-                        Err(Rejection::TooManyProducers {
-                            max: self.limits.max_producers,
-                        }),
-                        expired,
-                    );
-                }
+                return (
+                    Err(Rejection::TooManyProducers {
+                        max: self.limits.max_producers,
+                    }),
+                    expired,
+                );
             }
             return (Ok(Verdict::Append), expired);
         };
@@ -185,12 +195,14 @@ impl ProducerTable {
     }
 
     fn check_entry(entry: &Entry, b: &BatchIdent, named: bool) -> Result<Verdict, Rejection> {
-        if b.epoch < entry.epoch {
+        // A named producer's epoch was checked against the store's current
+        // one (the fence) before; here its sequences simply continue.
+        if !named && b.epoch < entry.epoch {
             return Err(Rejection::StaleEpoch {
                 current: entry.epoch,
             });
         }
-        if b.epoch > entry.epoch && !named {
+        if !named && b.epoch > entry.epoch {
             // Kafka: a new epoch starts its sequences at 0.
             return if b.base_seq == 0 {
                 Ok(Verdict::Append)
@@ -253,6 +265,10 @@ impl ProducerTable {
             last_offset: base_offset + i64::from(b.delta),
         });
         entry.last_append_ms = entry.last_append_ms.max(now_ms);
+        // (A clock that went back could otherwise make it too late.)
+        self.earliest_expiry_ms = self
+            .earliest_expiry_ms
+            .min(now_ms.saturating_add(self.limits.expiration_ms));
     }
 
     /// Apply a batch found in the log during recovery: no checks, the log is
@@ -261,10 +277,11 @@ impl ProducerTable {
         if b.base_seq < 0 || b.epoch < 0 {
             return;
         }
-        if self
-            .entries
-            .get(&b.producer_id)
-            .is_some_and(|e| b.epoch < e.epoch)
+        if !named
+            && self
+                .entries
+                .get(&b.producer_id)
+                .is_some_and(|e| b.epoch < e.epoch)
         {
             tracing::warn!(
                 producer_id = b.producer_id,
@@ -280,8 +297,16 @@ impl ProducerTable {
     pub(crate) fn expire(&mut self, now_ms: i64) -> usize {
         let exp = self.limits.expiration_ms;
         let before = self.entries.len();
-        self.entries
-            .retain(|_, e| now_ms.saturating_sub(e.last_append_ms) < exp);
+        let mut oldest = i64::MAX;
+        self.entries.retain(|_, e| {
+            let keep = now_ms.saturating_sub(e.last_append_ms) < exp;
+            if keep {
+                oldest = oldest.min(e.last_append_ms);
+            }
+            keep
+        });
+        // Appends only move times forward, so this stays a lower bound.
+        self.earliest_expiry_ms = oldest.saturating_add(exp);
         before - self.entries.len()
     }
 
@@ -289,6 +314,7 @@ impl ProducerTable {
     /// to this table's window size.
     pub(crate) fn load(&mut self, entries: impl IntoIterator<Item = (i64, Entry)>) {
         self.entries.clear();
+        self.earliest_expiry_ms = i64::MIN;
         let entries = entries.into_iter();
         self.entries.reserve(entries.size_hint().0);
         let window = self.limits.window;
@@ -511,10 +537,9 @@ mod tests {
         t.commit(&next, 130, true, 0);
         let e = t.get(ID).unwrap();
         assert_eq!((e.epoch, e.window.len()), (1, 4));
-        assert_eq!(
-            t.check(&b(0, 31, 1), true, 0).0,
-            Err(Rejection::StaleEpoch { current: 1 })
-        );
+        // Epochs of named producers are the fence's business: any epoch
+        // continues the sequences (the wrap from i16::MAX to 0 included).
+        assert_eq!(t.check(&b(0, 31, 1), true, 0).0, Ok(Verdict::Append));
     }
 
     #[test]

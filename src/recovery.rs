@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use crate::config::{Config, RecoveryMode};
 use crate::error::{Error, Result};
 use crate::format::BatchView;
-use crate::format::checkpoint::{checkpoint_value, decode_checkpoint_value};
+use crate::format::checkpoint::decode_checkpoint;
 use crate::format::meta::{LOG_START_FILE, decode_log_start, encode_log_start};
 use crate::producer::{BatchIdent, Entry, ProducerTable};
 use crate::segment::{Scan, Segment, count_dropped_frames, log_file_name, parse_file_name, scan};
@@ -154,12 +154,12 @@ fn table_from(table: &mut ProducerTable, out: &mut ProducersLoaded, found: Found
     found.len
 }
 
-/// Decode the checkpoint batch at the start of `data`, if it is one.
-fn decode_checkpoint_at(data: &[u8]) -> Option<Found> {
-    let view = BatchView::parse(data).ok()?;
-    let value = checkpoint_value(&view).ok()?;
+/// Decode the checkpoint batch at the start of `data`; `Err` says why it is
+/// not a valid one.
+fn decode_checkpoint_at(data: &[u8]) -> std::result::Result<Found, crate::format::FormatError> {
+    let view = BatchView::parse(data)?;
     let mut entries = Vec::new();
-    decode_checkpoint_value(value, |p| {
+    decode_checkpoint(&view, |p| {
         entries.push((
             p.producer_id,
             Entry {
@@ -168,9 +168,8 @@ fn decode_checkpoint_at(data: &[u8]) -> Option<Found> {
                 window: p.window.iter().copied().collect(),
             },
         ));
-    })
-    .ok()?;
-    Some(Found {
+    })?;
+    Ok(Found {
         offset: view.base_offset(),
         len: view.total_len() as u64,
         entries,
@@ -187,7 +186,9 @@ fn decode_checkpoint_at(data: &[u8]) -> Option<Found> {
 /// state). Newest first: the active segment's checkpoints, last first; then
 /// each segment's first batch: a valid checkpoint starts replay after it, a
 /// data batch starts replay at it with an empty table, and an empty segment
-/// or an undecodable checkpoint sends the search to the segment before.
+/// or an invalid checkpoint sends the search to the segment before. Running
+/// out of segments after an invalid checkpoint is an error: starting from an
+/// empty table would forget producers and let their retries in twice.
 pub(crate) fn recover_producers(
     segments: &[Arc<Segment>],
     active_controls: &[u64],
@@ -197,16 +198,29 @@ pub(crate) fn recover_producers(
 ) -> Result<ProducersLoaded> {
     let mut out = ProducersLoaded::default();
     let last = segments.len() - 1;
+    let mut invalid: Option<Error> = None;
+    let note_invalid = |invalid: &mut Option<Error>,
+                        seg: &Segment,
+                        pos: u64,
+                        e: crate::format::FormatError| {
+        tracing::warn!(segment = %seg.path.display(), position = pos, error = %e, "ignoring an invalid checkpoint; recovering from an older one");
+        invalid.get_or_insert(Error::corrupt(
+            &seg.path,
+            pos,
+            format!("invalid producer checkpoint and no older one to recover from: {e}"),
+        ));
+    };
     let start: (usize, u64) = 'search: {
         for &pos in active_controls.iter().rev() {
             let seg = &segments[last];
-            if let Some(found) = decode_checkpoint_at(&seg.bytes_from(pos)?) {
-                break 'search (last, pos + table_from(table, &mut out, found));
+            match decode_checkpoint_at(&seg.bytes_from(pos)?) {
+                Ok(found) => break 'search (last, pos + table_from(table, &mut out, found)),
+                Err(e) => note_invalid(&mut invalid, seg, pos, e),
             }
-            tracing::warn!(segment = %seg.path.display(), position = pos, "ignoring a control batch that is not a valid checkpoint");
         }
         for (i, seg) in segments.iter().enumerate().rev() {
-            if seg.committed_len() == 0 {
+            // (The active segment's checkpoint at 0, if any, was tried above.)
+            if seg.committed_len() == 0 || (i == last && active_controls.first() == Some(&0)) {
                 continue;
             }
             let data = seg.bytes_from(0)?;
@@ -216,10 +230,13 @@ pub(crate) fn recover_producers(
                 // Began with an empty table: replay the whole segment.
                 break 'search (i, 0);
             }
-            if let Some(found) = decode_checkpoint_at(&data) {
-                break 'search (i, table_from(table, &mut out, found));
+            match decode_checkpoint_at(&data) {
+                Ok(found) => break 'search (i, table_from(table, &mut out, found)),
+                Err(e) => note_invalid(&mut invalid, seg, 0, e),
             }
-            tracing::warn!(segment = %seg.path.display(), "ignoring a first batch that is not a valid checkpoint");
+        }
+        if let Some(e) = invalid {
+            return Err(e);
         }
         (0, 0)
     };
@@ -227,16 +244,35 @@ pub(crate) fn recover_producers(
         let from = if i == start.0 { start.1 } else { 0 };
         let data = seg.bytes_from(from)?;
         let mut p = 0usize;
+        // baseOffset lies outside the CRC: continuity checks it.
+        let mut expect = if from == 0 {
+            Some(seg.base_offset)
+        } else {
+            out.checkpoint_offset.map(|o| o + 1)
+        };
         while p < data.len() {
             let at = from + p as u64;
-            // The active segment was just scanned (CRC included); sealed ones
-            // are trusted by length, so check what is replayed from them.
+            // The active segment was just scanned (CRC and continuity); sealed
+            // ones are trusted by length, so check what is replayed from them.
             let view = if i == last {
                 BatchView::parse_header_only(&data[p..])
             } else {
                 BatchView::parse(&data[p..])
             }
             .map_err(|e| Error::corrupt_batch(&seg.path, at, e))?;
+            if expect.is_some_and(|e| e != view.base_offset()) || view.last_offset_delta() < 0 {
+                return Err(Error::corrupt(
+                    &seg.path,
+                    at,
+                    format!(
+                        "batch has base offset {} and lastOffsetDelta {}, expected base offset {}",
+                        view.base_offset(),
+                        view.last_offset_delta(),
+                        expect.unwrap_or_default()
+                    ),
+                ));
+            }
+            expect = Some(view.next_offset());
             p += view.total_len();
             out.bytes_replayed += view.total_len() as u64;
             if view.is_control() || !view.has_producer_id() {
@@ -250,6 +286,17 @@ pub(crate) fn recover_producers(
             };
             table.replay(&b, view.base_offset(), is_named(b.producer_id), now_ms);
             out.batches_replayed += 1;
+        }
+        if expect.is_some_and(|e| i + 1 < segments.len() && e != segments[i + 1].base_offset) {
+            return Err(Error::corrupt(
+                &seg.path,
+                seg.committed_len(),
+                format!(
+                    "segment ends before offset {} but the next segment starts at {}",
+                    expect.unwrap_or_default(),
+                    segments[i + 1].base_offset
+                ),
+            ));
         }
     }
     out.expired = table.expire(now_ms);

@@ -337,7 +337,18 @@ impl Store {
     /// the epoch given must be its current one (else [`Error::ProducerFenced`]).
     pub fn init_producer_with(&self, producer_id: i64, epoch: i16) -> Result<(i64, i16)> {
         self.check_open()?;
-        self.inner.ids.bump(producer_id, epoch)
+        let bumped = self.inner.ids.bump(producer_id, epoch)?;
+        self.fence_barrier();
+        Ok(bumped)
+    }
+
+    /// After a named producer's fence moved: wait for every append in flight
+    /// (each checked the fence under its log's writer lock), so that none of
+    /// the older session lands after the caller learns of the new epoch.
+    pub(crate) fn fence_barrier(&self) {
+        for log in self.logs() {
+            log.barrier();
+        }
     }
 
     /// The name of a named producer id.

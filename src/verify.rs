@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
-use crate::format::checkpoint::{checkpoint_value, decode_checkpoint_value};
+use crate::format::checkpoint::decode_checkpoint;
 use crate::format::index::{decode_offset_index, decode_time_index};
 use crate::format::meta::{
     LOG_START_FILE, PRODUCER_IDS_FILE, decode_log_start, decode_producer_ids,
@@ -224,17 +224,15 @@ pub fn verify_with_storage(
             }
             for &pos in &s.controls {
                 let at = usize::try_from(pos).unwrap_or(usize::MAX);
-                let valid = BatchView::parse(data.get(at..).unwrap_or_default())
-                    .ok()
-                    .and_then(|v| checkpoint_value(&v).ok())
-                    .is_some_and(|v| decode_checkpoint_value(v, |_| {}).is_ok());
-                if !valid {
+                let checked = BatchView::parse(data.get(at..).unwrap_or_default())
+                    .and_then(|v| decode_checkpoint(&v, |_| {}));
+                if let Err(e) = checked {
                     report.problems.push(Problem {
                         severity: Severity::Warning,
                         kind: "bad_checkpoint",
                         path: path.clone(),
                         position: pos,
-                        detail: "a control batch that is not a valid producer checkpoint; recovery uses an older one and replays more".into(),
+                        detail: format!("a control batch that is not a valid producer checkpoint ({e}); recovery uses an older one and replays more, or fails to open the log if there is none"),
                     });
                 }
             }

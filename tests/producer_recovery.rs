@@ -1359,3 +1359,104 @@ fn a_segment_holding_only_a_checkpoint_does_not_stall_age_retention() {
         segment_bases(&sim)
     );
 }
+
+/// A `Producer` send whose fsync fails reports its sequence; after a crash
+/// and reopen, re-sending at that sequence tells whether the batch was kept.
+#[test]
+fn a_send_whose_fsync_failed_names_its_sequence_for_the_retry() {
+    for (mode, kept) in [(CrashMode::KeepAll, true), (CrashMode::LoseUnsynced, false)] {
+        let sim = SimStorage::new();
+        let cfg = Config::default().with_durability(Durability::Sync);
+        let store = open(&sim, cfg.clone());
+        let p = store.producer("payments").unwrap();
+        for i in 0..3 {
+            p.send("t", 0, &[Message::new(format!("m{i}").as_bytes())])
+                .unwrap();
+        }
+        sim.fail_sync_at(1);
+        let e = p.send("t", 0, &[Message::new(b"m3")]).unwrap_err();
+        let Error::NotAcknowledged {
+            sequence,
+            producer_id,
+            ref source,
+            ..
+        } = e
+        else {
+            panic!("expected not_acknowledged, got {e}");
+        };
+        assert_eq!((sequence, producer_id), (3, p.id()));
+        assert_eq!(source.kind(), "io", "{e}");
+        assert!(e.to_string().contains("sequence 3"), "{e}");
+        sim.crash(mode);
+        drop(p);
+        drop(store);
+        let store = open(&sim, cfg.clone());
+        let p = store.producer("payments").unwrap();
+        let again = p.send_at("t", 0, sequence, &[Message::new(b"m3")]).unwrap();
+        // Kept (the process died after the write): a duplicate with its
+        // offsets. Lost with the unsynced bytes: appended now, once.
+        assert_eq!(again.is_duplicate(), kept, "{mode:?}: {again:?}");
+        let end = store.log("t", 0).unwrap().next_offset();
+        assert_eq!(p.next_sequence("t", 0).unwrap(), 4);
+        assert!(
+            p.send_at("t", 0, 3, &[Message::new(b"m3")])
+                .unwrap()
+                .is_duplicate()
+        );
+        assert_eq!(store.log("t", 0).unwrap().next_offset(), end);
+    }
+}
+
+/// A read that starts at a checkpoint also returns the data after it, and
+/// `next_offset` moves past a read that holds only a checkpoint.
+#[test]
+fn reads_starting_at_a_checkpoint_reach_the_data_after_it() {
+    let sim = SimStorage::new();
+    let cfg = Config::default().with_durability(Durability::Os);
+    let store = open(&sim, cfg.clone());
+    let log = store.log("t", 0).unwrap();
+    appended(log.append(&pbatch(1, 0, 0, 2)));
+    log.checkpoint().unwrap(); // offset 2
+    let end = log.next_offset();
+    assert_eq!(end, 3);
+    let only = log.read(2, 1).unwrap();
+    assert!(!only.is_empty());
+    assert_eq!(only.iter().count(), 0);
+    assert_eq!(only.next_offset(), Some(3));
+    assert_eq!(appended(log.append(&pbatch(1, 0, 2, 1))), (3, 3));
+    let both = log.read(2, 1).unwrap();
+    let data: Vec<i64> = both.iter().map(|b| b.unwrap().base_offset()).collect();
+    assert_eq!(data, vec![3], "max_bytes 1 still reaches the data batch");
+    assert_eq!(both.next_offset(), Some(4));
+}
+
+/// A checkpoint whose CRC is right but whose contents do not decode, with no
+/// older checkpoint to fall back on, fails the open instead of silently
+/// starting from an empty table (which would let retries in twice).
+#[test]
+fn an_undecodable_checkpoint_with_nothing_older_fails_the_open() {
+    let sim = SimStorage::new();
+    let cfg = Config::default();
+    let store = open(&sim, cfg.clone());
+    let log = store.log("t", 0).unwrap();
+    drop(log);
+    store.close().unwrap();
+    // Segment 0: [a checkpoint of an unknown version][a producer's batch].
+    let mut bad = oncelog::format::checkpoint::build_checkpoint_batch(b"\x09not a table").unwrap();
+    oncelog::format::set_base_offset(&mut bad, 0).unwrap();
+    let mut data = pbatch(5, 0, 0, 1);
+    oncelog::format::set_base_offset(&mut data, 1).unwrap();
+    let seg = Path::new(STORE).join("t-0").join(format!("{:020}.log", 0));
+    let mut bytes = bad.clone();
+    bytes.extend_from_slice(&data);
+    {
+        use oncelog::storage::OpenMode;
+        let f = sim.open(&seg, OpenMode::Truncate).unwrap();
+        f.write_at(&bytes, 0).unwrap();
+        f.sync_all().unwrap();
+    }
+    let e = Store::open_with_storage(STORE, cfg, Arc::new(sim.clone())).unwrap_err();
+    assert_eq!(e.kind(), "corrupt", "{e}");
+    assert!(e.to_string().contains("00000000000000000000.log"), "{e}");
+    assert!(e.to_string().contains("checkpoint"), "{e}");
+}

@@ -155,11 +155,42 @@ pub fn encode_checkpoint_value<'a>(
     enc.finish()
 }
 
-/// Build the whole checkpoint batch (base offset 0; the log assigns it).
-pub fn build_checkpoint_batch(value: &[u8]) -> Vec<u8> {
+/// Build the whole checkpoint batch (base offset 0; the log assigns it), or
+/// [`FormatErrorKind::TooLarge`] if it would not fit a batch (2 GiB).
+pub fn build_checkpoint_batch(value: &[u8]) -> FormatResult<Vec<u8>> {
     let mut b = BatchBuilder::with_capacity(value.len() + 16).with_control(true);
-    b.push(NO_TIMESTAMP, Some(&KEY), Some(value), &[]);
-    b.build()
+    b.try_push(NO_TIMESTAMP, Some(&KEY), Some(value), &[])?;
+    Ok(b.build())
+}
+
+/// Decode the checkpoint batch `view` (CRC already checked by the caller's
+/// parse), calling `each` per producer, and check it against its own
+/// position in the log: every window offset lies before the checkpoint's
+/// offset and no producer appears twice. Returns `written_at_ms`.
+pub fn decode_checkpoint(
+    view: &BatchView<'_>,
+    mut each: impl FnMut(CheckpointProducer<'_>),
+) -> FormatResult<i64> {
+    let value = checkpoint_value(view)?;
+    let at = view.base_offset();
+    let mut bad = None;
+    let mut ids = std::collections::HashSet::new();
+    let written = decode_checkpoint_value(value, |p| {
+        if bad.is_some() {
+            return;
+        }
+        if p.window.last().is_some_and(|w| w.last_offset >= at) {
+            bad = Some("a window offset at or after the checkpoint itself");
+        } else if !ids.insert(p.producer_id) {
+            bad = Some("a producer listed twice");
+        } else {
+            each(p);
+        }
+    })?;
+    match bad {
+        Some(detail) => Err(FormatError::new(FormatErrorKind::BadRecord { detail }, 0)),
+        None => Ok(written),
+    }
 }
 
 /// True if `view` is a checkpoint batch (by its header and record key; the
@@ -345,7 +376,8 @@ mod tests {
     fn round_trip_through_a_batch() {
         let items = sample();
         let value = encode(&items);
-        let batch = build_checkpoint_batch(&value);
+        let mut batch = build_checkpoint_batch(&value).unwrap();
+        super::super::batch::set_base_offset(&mut batch, 1 << 41).unwrap();
         let view = BatchView::parse(&batch).unwrap();
         assert!(view.is_control() && is_checkpoint(&view));
         assert_eq!(view.producer_id(), -1);
@@ -355,6 +387,18 @@ mod tests {
         // The last entry's idle time saturates: written_at - i64::MIN.
         assert_eq!(&back[..2], &items[..2]);
         assert_eq!(back[2].2, 1_000 - i64::MAX);
+        assert_eq!(decode_checkpoint(&view, |_| {}), Ok(1_000));
+        // Placed before its own window offsets, or listing a producer twice,
+        // the same value is invalid.
+        let mut early = batch.clone();
+        super::super::batch::set_base_offset(&mut early, 1 << 40).unwrap();
+        let early = BatchView::parse(&early).unwrap();
+        assert!(decode_checkpoint(&early, |_| {}).is_err());
+        let mut twice = sample();
+        twice.push(twice[1].clone());
+        let mut batch = build_checkpoint_batch(&encode(&twice)).unwrap();
+        super::super::batch::set_base_offset(&mut batch, 1 << 41).unwrap();
+        assert!(decode_checkpoint(&BatchView::parse(&batch).unwrap(), |_| {}).is_err());
     }
 
     #[test]
