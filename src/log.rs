@@ -351,7 +351,7 @@ impl Log {
             &recovered.segments,
             &recovered.active_controls,
             &mut producers,
-            &|id| fences.get(id).is_some(),
+            &|id| fences.epoch(id).is_some(),
             config.clock.now_ms(),
         )?;
         report.checkpoint_offset = loaded.checkpoint_offset;
@@ -609,10 +609,11 @@ impl Log {
             0
         };
         if let Some(b) = &ident {
-            if let Some((name, current)) = inner.fences.get(b.producer_id) {
+            if let Some(current) = inner.fences.epoch(b.producer_id) {
                 named = true;
                 if b.epoch != current {
-                    return Err(self.fence_error(b, &name, current));
+                    let name = inner.fences.get(b.producer_id).map(|(n, _)| n);
+                    return Err(self.fence_error(b, name.as_deref().unwrap_or(""), current));
                 }
             }
             let (verdict, expired) = w.producers.check(b, named, now);

@@ -356,6 +356,18 @@ impl Fences {
             .cloned()
     }
 
+    /// The current epoch of a named producer (the append path's check).
+    pub(crate) fn epoch(&self, producer_id: i64) -> Option<i16> {
+        if !self.any.load(Ordering::Acquire) {
+            return None;
+        }
+        self.map
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&producer_id)
+            .map(|(_, e)| *e)
+    }
+
     pub(crate) fn set(&self, producer_id: i64, name: Arc<str>, epoch: i16) {
         self.map
             .write()
