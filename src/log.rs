@@ -552,6 +552,17 @@ impl Log {
         if view.last_offset_delta() < 0 || view.record_count() < 1 {
             return Err(self.invalid(FormatErrorKind::EmptyBatch, 57));
         }
+        if view.is_transactional() {
+            // Without a transaction coordinator and markers, a transactional
+            // batch would stay "open" for ever in Kafka's read_committed view.
+            return Err(Error::Unsupported {
+                what: format!(
+                    "transactional batch appended to {} (producer {}): oncelog has no transactions; use an idempotent producer",
+                    self.inner.name,
+                    view.producer_id()
+                ),
+            });
+        }
         if let Compression::Unknown(codec) = view.compression() {
             return Err(self.invalid(FormatErrorKind::UnsupportedCompression { codec }, 21));
         }

@@ -609,6 +609,48 @@ mod tests {
         assert!(t.is_empty());
     }
 
+    proptest::proptest! {
+        /// Producers that send new batches in order and retry any batch
+        /// they sent: every new batch is appended, every retry of one of the
+        /// last `window` batches is a duplicate with its original offsets,
+        /// every older retry a duplicate without offsets; nothing is ever
+        /// appended twice or refused. Sequences start near the wrap.
+        #[test]
+        fn retries_are_never_appended_twice(
+            window in 1usize..8,
+            starts in proptest::collection::vec(i32::MAX - 40..=i32::MAX, 3),
+            ops in proptest::collection::vec((0usize..3, 0u8..2, 1i32..5, 0usize..64), 1..200),
+        ) {
+            let mut t = ProducerTable::new(Limits { window, ..limits() });
+            // Per producer: next sequence, and the batches it sent:
+            // (base sequence, records, base offset).
+            let mut next: Vec<i32> = starts.clone();
+            let mut sent: Vec<Vec<(i32, i32, i64)>> = vec![Vec::new(); 3];
+            let mut offset = 0i64;
+            for (p, kind, n, pick) in ops {
+                let id = p as i64;
+                if kind == 0 || sent[p].is_empty() {
+                    let bi = BatchIdent { producer_id: id, epoch: 0, base_seq: next[p], delta: n - 1 };
+                    proptest::prop_assert_eq!(t.check(&bi, false, 0).0, Ok(Verdict::Append));
+                    t.commit(&bi, offset, false, 0);
+                    sent[p].push((next[p], n, offset));
+                    next[p] = increment_sequence(next[p], n);
+                    offset += i64::from(n);
+                } else {
+                    let k = pick % sent[p].len();
+                    let (seq, n, base) = sent[p][k];
+                    let bi = BatchIdent { producer_id: id, epoch: 0, base_seq: seq, delta: n - 1 };
+                    let want = if k + window >= sent[p].len() {
+                        Verdict::Duplicate { base_offset: base, last_offset: base + i64::from(n) - 1 }
+                    } else {
+                        Verdict::DuplicateUnknownOffsets
+                    };
+                    proptest::prop_assert_eq!(t.check(&bi, false, 0).0, Ok(want));
+                }
+            }
+        }
+    }
+
     #[test]
     fn replay_rebuilds_what_commit_built() {
         let (t, _) = table_with(0, 0, 7, 3);

@@ -1457,3 +1457,22 @@ fn a_failed_id_reservation_hands_out_nothing_and_can_be_retried() {
         assert!(!ids.contains(&id), "id {id} handed out again");
     }
 }
+
+/// oncelog has no transactions: a transactional batch is refused, clearly,
+/// instead of being stored as an open transaction nobody will close.
+#[test]
+fn transactional_batches_are_refused() {
+    let (_sim, _store, log) = fresh(Config::default());
+    let mut b = BatchBuilder::new()
+        .with_producer(1, 0, 0)
+        .with_transactional(true);
+    b.push(0, None, Some(b"x"), &[]);
+    let e = log.append(&b.build()).unwrap_err();
+    assert_eq!(e.kind(), "unsupported", "{e}");
+    assert!(
+        e.to_string().contains("transactional") && e.to_string().contains("t-0"),
+        "{e}"
+    );
+    assert_eq!(log.next_offset(), 0);
+    assert!(log.producer(1).is_none());
+}
