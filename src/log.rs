@@ -771,14 +771,18 @@ impl Log {
                 sequence: b.base_seq,
             }
         } else {
-            bump(&inner.counters.invalid_epoch, 1);
-            Error::InvalidProducerEpoch {
-                log: inner.name.clone(),
-                producer_id: b.producer_id,
-                epoch: b.epoch,
-                current_epoch: current,
-                sequence: b.base_seq,
-            }
+            self.invalid_epoch_error(b, current)
+        }
+    }
+
+    fn invalid_epoch_error(&self, b: &BatchIdent, current: i16) -> Error {
+        bump(&self.inner.counters.invalid_epoch, 1);
+        Error::InvalidProducerEpoch {
+            log: self.inner.name.clone(),
+            producer_id: b.producer_id,
+            epoch: b.epoch,
+            current_epoch: current,
+            sequence: b.base_seq,
         }
     }
 
@@ -807,16 +811,7 @@ impl Log {
                     received_last: b.last_seq(),
                 }
             }
-            Rejection::StaleEpoch { current } => {
-                bump(&inner.counters.invalid_epoch, 1);
-                Error::InvalidProducerEpoch {
-                    log,
-                    producer_id: b.producer_id,
-                    epoch: b.epoch,
-                    current_epoch: current,
-                    sequence: b.base_seq,
-                }
-            }
+            Rejection::StaleEpoch { current } => self.invalid_epoch_error(b, current),
             Rejection::TooManyProducers { max } => {
                 bump(&inner.counters.too_many_producers, 1);
                 Error::TooManyProducers {

@@ -220,19 +220,9 @@ struct Line {
 
 /// `{"outcome": ..., "base_offset": ..., "last_offset": ...}`.
 fn outcome_line(at: &AppendOutcome) -> String {
-    let off = |o: Option<i64>| o.map_or(J::Null, J::I);
+    let off = offset_or_null;
     obj(&[
-        (
-            "outcome",
-            J::S(
-                if at.is_duplicate() {
-                    "duplicate"
-                } else {
-                    "appended"
-                }
-                .into(),
-            ),
-        ),
+        ("outcome", J::S(outcome_name(at).into())),
         ("base_offset", off(at.base_offset())),
         ("last_offset", off(at.last_offset())),
     ])
@@ -658,6 +648,14 @@ fn messages(values: &[String]) -> Vec<Message<'_>> {
         .collect()
 }
 
+fn outcome_name(o: &AppendOutcome) -> &'static str {
+    if o.is_duplicate() {
+        "duplicate"
+    } else {
+        "appended"
+    }
+}
+
 fn offset_or_null(o: Option<i64>) -> J {
     o.map_or(J::Null, J::I)
 }
@@ -723,17 +721,7 @@ fn demo_producers(dir: &Path, config: &Config) -> Result<(), Failure> {
         ("producer_id", J::I(producer.id())),
         ("epoch", J::I(i64::from(producer.epoch()))),
         ("sequence", J::I(i64::from(sequence))),
-        (
-            "outcome",
-            J::S(
-                if sent.is_duplicate() {
-                    "duplicate"
-                } else {
-                    "appended"
-                }
-                .into(),
-            ),
-        ),
+        ("outcome", J::S(outcome_name(&sent).into())),
         ("base_offset", J::I(base)),
         ("last_offset", J::I(last)),
     ]))?;
@@ -851,17 +839,7 @@ fn demo_child(args: &[String]) -> Result<(), Failure> {
         ("producer_id", J::I(producer.id())),
         ("epoch", J::I(i64::from(producer.epoch()))),
         ("sequence", J::I(i64::from(sequence))),
-        (
-            "outcome",
-            J::S(
-                if sent.is_duplicate() {
-                    "duplicate"
-                } else {
-                    "appended"
-                }
-                .into(),
-            ),
-        ),
+        ("outcome", J::S(outcome_name(&sent).into())),
         ("base_offset", offset_or_null(sent.base_offset())),
         ("last_offset", offset_or_null(sent.last_offset())),
     ]))?;

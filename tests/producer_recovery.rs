@@ -11,6 +11,7 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use common::{DUP_UNKNOWN, Stored, appended, dup, stored};
 use oncelog::format::BatchBuilder;
 use oncelog::storage::sim::CrashMode;
 use oncelog::storage::{SimStorage, Storage};
@@ -58,29 +59,6 @@ fn pbatch(id: i64, epoch: i16, seq: i32, n: usize) -> Vec<u8> {
         b.push(1_000 + i as i64, None, Some(v.as_bytes()), &[]);
     }
     b.build()
-}
-
-fn dup(base: i64, last: i64) -> AppendOutcome {
-    AppendOutcome::Duplicate {
-        base_offset: Some(base),
-        last_offset: Some(last),
-    }
-}
-
-const DUP_UNKNOWN: AppendOutcome = AppendOutcome::Duplicate {
-    base_offset: None,
-    last_offset: None,
-};
-
-#[track_caller]
-fn appended(r: oncelog::Result<AppendOutcome>) -> (i64, i64) {
-    match r {
-        Ok(AppendOutcome::Appended {
-            base_offset,
-            last_offset,
-        }) => (base_offset, last_offset),
-        other => panic!("expected Appended, got {other:?}"),
-    }
 }
 
 /// `seq + by` in sequence space (wrapping from `i32::MAX` to 0).
@@ -167,41 +145,6 @@ fn populate(log: &Log, hists: &mut [Hist], rounds: usize) {
             log.append(&common::batch("plain", 1, 0)).unwrap();
         }
     }
-}
-
-/// One stored batch, as read back.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Stored {
-    base: i64,
-    last: i64,
-    producer_id: i64,
-    epoch: i16,
-    seq: i32,
-    control: bool,
-}
-
-/// Every batch of the log, checkpoints included.
-fn stored(log: &Log) -> Vec<Stored> {
-    let mut out = Vec::new();
-    let mut offset = log.log_start_offset();
-    while offset < log.next_offset() {
-        let batches = log.read(offset, 1 << 20).unwrap().with_checkpoints();
-        assert!(!batches.is_empty(), "read at {offset} returned nothing");
-        for b in &batches {
-            let b = b.unwrap();
-            let v = b.view();
-            out.push(Stored {
-                base: v.base_offset(),
-                last: v.last_offset(),
-                producer_id: v.producer_id(),
-                epoch: v.producer_epoch(),
-                seq: v.base_sequence(),
-                control: v.is_control(),
-            });
-            offset = v.last_offset() + 1;
-        }
-    }
-    out
 }
 
 fn is_checkpoint_at(log: &Log, offset: i64) -> bool {

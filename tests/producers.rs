@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use common::{DUP_UNKNOWN, Stored, appended, dup, stored};
 use oncelog::format::BatchBuilder;
 use oncelog::storage::SimStorage;
 use oncelog::storage::sim::CrashMode;
@@ -36,30 +37,6 @@ fn pbatch(id: i64, epoch: i16, seq: i32, n: usize) -> Vec<u8> {
         b.push(1_000 + i as i64, Some(b"k"), Some(v.as_bytes()), &[]);
     }
     b.build()
-}
-
-fn dup(base: i64, last: i64) -> AppendOutcome {
-    AppendOutcome::Duplicate {
-        base_offset: Some(base),
-        last_offset: Some(last),
-    }
-}
-
-const DUP_UNKNOWN: AppendOutcome = AppendOutcome::Duplicate {
-    base_offset: None,
-    last_offset: None,
-};
-
-/// The offsets of an `Appended` outcome (panics on anything else).
-#[track_caller]
-fn appended(r: oncelog::Result<AppendOutcome>) -> (i64, i64) {
-    match r {
-        Ok(AppendOutcome::Appended {
-            base_offset,
-            last_offset,
-        }) => (base_offset, last_offset),
-        other => panic!("expected Appended, got {other:?}"),
-    }
 }
 
 /// (producer_id, epoch, expected, received, received_last) of an
@@ -92,41 +69,6 @@ fn invalid_epoch(r: oncelog::Result<AppendOutcome>) -> (i64, i16, i16, i32) {
         }) => (producer_id, epoch, current_epoch, sequence),
         other => panic!("expected invalid_producer_epoch, got {other:?}"),
     }
-}
-
-/// One stored batch, as read back.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Stored {
-    base: i64,
-    last: i64,
-    producer_id: i64,
-    epoch: i16,
-    seq: i32,
-    control: bool,
-}
-
-/// Every batch of the log, checkpoints included.
-fn stored(log: &Log) -> Vec<Stored> {
-    let mut out = Vec::new();
-    let mut offset = log.log_start_offset();
-    while offset < log.next_offset() {
-        let batches = log.read(offset, 1 << 20).unwrap().with_checkpoints();
-        assert!(!batches.is_empty(), "read at {offset} returned nothing");
-        for b in &batches {
-            let b = b.unwrap();
-            let v = b.view();
-            out.push(Stored {
-                base: v.base_offset(),
-                last: v.last_offset(),
-                producer_id: v.producer_id(),
-                epoch: v.producer_epoch(),
-                seq: v.base_sequence(),
-                control: v.is_control(),
-            });
-            offset = v.last_offset() + 1;
-        }
-    }
-    out
 }
 
 /// The data batches of one producer, in log order.

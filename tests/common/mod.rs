@@ -2,7 +2,7 @@
 #![allow(dead_code)]
 
 use oncelog::format::BatchBuilder;
-use oncelog::{Config, Log};
+use oncelog::{AppendOutcome, Config, Log};
 
 /// A batch of `n` records whose values are `"<tag>-<i>"`, timestamps from `ts`.
 pub fn batch(tag: &str, n: usize, ts: i64) -> Vec<u8> {
@@ -84,4 +84,65 @@ pub fn segment_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
         .collect();
     v.sort();
     v
+}
+
+/// A duplicate answer with these original offsets.
+pub fn dup(base: i64, last: i64) -> AppendOutcome {
+    AppendOutcome::Duplicate {
+        base_offset: Some(base),
+        last_offset: Some(last),
+    }
+}
+
+/// A duplicate older than the window: offsets unknown.
+pub const DUP_UNKNOWN: AppendOutcome = AppendOutcome::Duplicate {
+    base_offset: None,
+    last_offset: None,
+};
+
+/// The offsets of an `Appended` outcome (panics on anything else).
+#[track_caller]
+pub fn appended(r: oncelog::Result<AppendOutcome>) -> (i64, i64) {
+    match r {
+        Ok(AppendOutcome::Appended {
+            base_offset,
+            last_offset,
+        }) => (base_offset, last_offset),
+        other => panic!("expected Appended, got {other:?}"),
+    }
+}
+
+/// One stored batch, as read back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stored {
+    pub base: i64,
+    pub last: i64,
+    pub producer_id: i64,
+    pub epoch: i16,
+    pub seq: i32,
+    pub control: bool,
+}
+
+/// Every batch of the log, checkpoints included.
+pub fn stored(log: &Log) -> Vec<Stored> {
+    let mut out = Vec::new();
+    let mut offset = log.log_start_offset();
+    while offset < log.next_offset() {
+        let batches = log.read(offset, 1 << 20).unwrap().with_checkpoints();
+        assert!(!batches.is_empty(), "read at {offset} returned nothing");
+        for b in &batches {
+            let b = b.unwrap();
+            let v = b.view();
+            out.push(Stored {
+                base: v.base_offset(),
+                last: v.last_offset(),
+                producer_id: v.producer_id(),
+                epoch: v.producer_epoch(),
+                seq: v.base_sequence(),
+                control: v.is_control(),
+            });
+            offset = v.last_offset() + 1;
+        }
+    }
+    out
 }
