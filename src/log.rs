@@ -260,10 +260,9 @@ struct CheckpointState {
     bytes_since: u64,
     /// Size of the last checkpoint batch.
     last_len: u64,
-    /// Producers were expired since the last checkpoint: the next batch must
-    /// follow a checkpoint, or recovery (the last checkpoint plus replay)
-    /// would bring them back under a batch appended as from a new producer.
-    forced: bool,
+    /// Bytes of checkpoints in the active segment (`segment_bytes` limits the
+    /// data; checkpoints come on top).
+    in_segment: u64,
 }
 
 #[derive(Debug)]
@@ -363,13 +362,25 @@ impl Log {
             .expired
             .store(loaded.expired as u64, Ordering::Relaxed);
         counters.producers.store(producers.len(), Ordering::Relaxed);
+        // Checkpoint bytes in the active segment, which `segment_bytes` does
+        // not count.
+        let mut in_segment = 0u64;
+        if let Some(active) = recovered.segments.last()
+            && !recovered.active_controls.is_empty()
+        {
+            let data = active.bytes_from(0)?;
+            for &pos in &recovered.active_controls {
+                let at = usize::try_from(pos).unwrap_or(usize::MAX);
+                in_segment += data.get(at..).and_then(peek_batch_len).unwrap_or(0) as u64;
+            }
+        }
         let checkpoint = CheckpointState {
             enabled: loaded.checkpoint_offset.is_some() || !producers.is_empty(),
             // Replayed batches (or expiries) are not in any checkpoint yet.
             dirty: loaded.batches_replayed > 0 || loaded.expired > 0,
             bytes_since: loaded.bytes_replayed,
             last_len: loaded.checkpoint_len,
-            forced: loaded.expired > 0,
+            in_segment,
         };
         if report.bytes_truncated > 0 || report.indexes_rebuilt > 0 || report.segments_deleted > 0 {
             tracing::info!(log = %name, ?report, "recovered log");
@@ -677,18 +688,24 @@ impl Log {
                 )
             })?;
         let active = &w.active;
-        let full = active.committed_len() > 0
-            && (active.committed_len() + len > inner.config.segment_bytes
+        let committed = active.committed_len();
+        // Due by the interval, for a producer that expired since the last
+        // one, or as the first batch of a segment (recovery may leave an
+        // empty one) in a log with producer state.
+        let checkpoint_first = self.checkpoint_due(&w)
+            || ident.is_some_and(|b| w.producers.expired_recently(b.producer_id))
+            || (committed == 0 && (w.checkpoint.enabled || !w.producers.is_empty()));
+        let pending = if checkpoint_first { w.checkpoint.last_len } else { 0 };
+        // `segment_bytes` bounds the data; file positions must fit the
+        // 32-bit index entries.
+        let full = committed > 0
+            && (committed.saturating_sub(w.checkpoint.in_segment) + len
+                > inner.config.segment_bytes
+                || committed + pending + len > u64::from(u32::MAX)
                 || end - active.base_offset > i64::from(i32::MAX));
         if full {
             self.or_poison(|| self.roll(&mut w))?;
-        } else if self.checkpoint_due(&w)
-            || w.checkpoint.forced
-            || (w.active.committed_len() == 0 && (w.checkpoint.enabled || !w.producers.is_empty()))
-        {
-            // Due by the interval, after an expiry, or the first batch of a
-            // segment (recovery may leave an empty one) in a log with
-            // producer state.
+        } else if checkpoint_first {
             self.or_poison(|| self.write_checkpoint(&mut w))?;
         }
         let base = inner.next_offset.load(Ordering::Acquire);
@@ -744,7 +761,6 @@ impl Log {
     fn on_expired(&self, w: &mut Writer, n: usize) {
         bump(&self.inner.counters.expired, n as u64);
         w.checkpoint.dirty = true;
-        w.checkpoint.forced = true;
         self.count_producers(w);
     }
 
@@ -872,8 +888,9 @@ impl Log {
         c.bytes_since = 0;
         c.last_len = batch.len() as u64;
         c.dirty = false;
-        c.forced = false;
         c.enabled = true;
+        c.in_segment += batch.len() as u64;
+        w.producers.checkpointed();
         bump(&inner.counters.checkpoints, 1);
         tracing::debug!(log = %inner.name, offset = base, bytes = batch.len(), producers = w.producers.len(), "wrote producer checkpoint");
         Ok(())
@@ -892,9 +909,10 @@ impl Log {
             return Ok(());
         }
         if w.active.committed_len() > 0
-            && w.active.committed_len() + w.checkpoint.last_len > self.inner.config.segment_bytes
+            && w.active.committed_len() + w.checkpoint.last_len > u64::from(u32::MAX)
         {
-            // The roll writes the checkpoint at the start of the next segment.
+            // Positions must fit the index: the roll writes the checkpoint
+            // at the start of the next segment.
             return self.or_poison(|| self.roll(w));
         }
         self.or_poison(|| self.write_checkpoint(w))
@@ -1039,6 +1057,7 @@ impl Log {
         tracing::debug!(log = %inner.name, base_offset = new.base_offset, "rolled to a new segment");
         *lock(&inner.active) = Arc::clone(&new);
         w.active = new;
+        w.checkpoint.in_segment = 0;
         if w.checkpoint.enabled || !w.producers.is_empty() {
             // The first batch of every segment: recovery starts from here.
             self.write_checkpoint(w)?;

@@ -20,7 +20,7 @@
 //! - Sequences live in `[0, i32::MAX]`; offsets are never reused, so two
 //!   window entries never share an offset.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::collections::VecDeque;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -105,6 +105,10 @@ pub(crate) struct ProducerTable {
     /// No producer can expire before this time (ms): a full table refuses
     /// new producers without scanning until then.
     earliest_expiry_ms: i64,
+    /// Producers expired since the last checkpoint. A batch from one of them
+    /// must follow a checkpoint: recovery (the last checkpoint plus replay)
+    /// would otherwise find the expired entry and merge the batch into it.
+    expired_since_checkpoint: HashSet<i64>,
 }
 
 /// How far `to` lies after `from` in sequence space, in `[0, 2^31)`.
@@ -118,6 +122,7 @@ impl ProducerTable {
             entries: HashMap::new(),
             limits,
             earliest_expiry_ms: i64::MIN,
+            expired_since_checkpoint: HashSet::new(),
         }
     }
 
@@ -298,16 +303,30 @@ impl ProducerTable {
         let exp = self.limits.expiration_ms;
         let before = self.entries.len();
         let mut oldest = i64::MAX;
-        self.entries.retain(|_, e| {
+        let gone = &mut self.expired_since_checkpoint;
+        self.entries.retain(|id, e| {
             let keep = now_ms.saturating_sub(e.last_append_ms) < exp;
             if keep {
                 oldest = oldest.min(e.last_append_ms);
+            } else {
+                gone.insert(*id);
             }
             keep
         });
         // Appends only move times forward, so this stays a lower bound.
         self.earliest_expiry_ms = oldest.saturating_add(exp);
         before - self.entries.len()
+    }
+
+    /// True if `producer_id` expired since the last checkpoint (see
+    /// `expired_since_checkpoint`).
+    pub(crate) fn expired_recently(&self, producer_id: i64) -> bool {
+        self.expired_since_checkpoint.contains(&producer_id)
+    }
+
+    /// A checkpoint of the current table was written.
+    pub(crate) fn checkpointed(&mut self) {
+        self.expired_since_checkpoint.clear();
     }
 
     /// Replace the whole table (a checkpoint was loaded), trimming windows
