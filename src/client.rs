@@ -131,6 +131,16 @@ impl Store {
         let (id, epoch) = self.init_producer()?;
         Ok(Producer::new(self, id, epoch, None))
     }
+
+    /// A producer for an anonymous identity this store handed out earlier
+    /// (`init_producer`, `idempotent_producer`), at the same epoch: its
+    /// sequences continue after the last batch each partition holds from
+    /// it. Use it to re-send, after a restart, a batch whose send failed
+    /// with [`Error::NotAcknowledged`] (at the sequence the error names).
+    pub fn resume_producer(&self, producer_id: i64, epoch: i16) -> Result<Producer> {
+        self.inner.ids.resume_anonymous(producer_id, epoch)?;
+        Ok(Producer::new(self, producer_id, epoch, None))
+    }
 }
 
 impl Producer {
@@ -216,9 +226,19 @@ impl Producer {
         Ok(*lock(&slot.next_seq))
     }
 
-    /// Send `messages` as one batch with the partition's next sequence.
-    /// Returns where the batch is: [`AppendOutcome::Appended`], or
-    /// [`AppendOutcome::Duplicate`] if the log already had it (a retry).
+    /// Send `messages` as one batch with the partition's next sequence
+    /// (creating the partition if it does not exist). Returns where the batch
+    /// is: [`AppendOutcome::Appended`], or [`AppendOutcome::Duplicate`] if
+    /// the log already had it (a retry).
+    ///
+    /// Retried with the same sequence: [`Error::TooManyProducers`] (see
+    /// [`with_retries`](Self::with_retries)). Refusals (sequence, epoch,
+    /// fencing, invalid batches) are returned as they are; nothing was
+    /// written. An I/O error of the write, or any failure while waiting for
+    /// durability, is returned as [`Error::NotAcknowledged`] with the
+    /// sequence: the batch may be in the log; re-send it at that sequence
+    /// after reopening (`Store::producer` for a named producer,
+    /// `Store::resume_producer` for an anonymous one).
     pub fn send(
         &self,
         topic: &str,

@@ -107,9 +107,11 @@ impl Clock for ManualClock {
 #[non_exhaustive]
 #[derive(Clone, Debug)]
 pub struct Config {
-    /// Largest size of a segment file; the log rolls to a new segment when the
-    /// next batch does not fit. A batch larger than this gets a segment of its
-    /// own. Default 1 GiB; at most 2 GiB (index positions are 32-bit).
+    /// Largest amount of data in a segment file; the log rolls to a new
+    /// segment when the next batch does not fit. A batch larger than this
+    /// gets a segment of its own. Producer-state checkpoints come on top.
+    /// Default 1 GiB; at most 2 GiB (index positions are 32-bit, and a
+    /// segment also rolls before any position would pass 4 GiB).
     pub segment_bytes: u64,
     /// Bytes of log between two entries of the sparse offset and time indexes.
     /// Default 4096.
@@ -129,9 +131,10 @@ pub struct Config {
     /// Delete sealed segments whose newest batch timestamp is older than this.
     /// Default `None` (keep everything).
     pub retention: Option<Duration>,
-    /// How often the background thread applies retention. Default 5 minutes.
-    /// Retention also runs after every segment roll and on
-    /// `Log::enforce_retention`.
+    /// How often the background thread applies retention and producer
+    /// expiry. Default 5 minutes. Retention also runs after every segment
+    /// roll and on `Log::enforce_retention`; expiry also at checkpoints, when
+    /// a full table meets a new producer, and on `Log::expire_producers`.
     pub retention_check_interval: Duration,
     /// What recovery may cut. Default [`RecoveryMode::TolerateTailCorruption`].
     pub recovery_mode: RecoveryMode,
@@ -157,9 +160,12 @@ pub struct Config {
     /// accepted, as Kafka does since 2.5.
     pub require_sequence_zero: bool,
     /// Data bytes between two producer-state checkpoints in a log (besides
-    /// the one at the start of every segment and the one at clean close). The
+    /// the one at the start of every segment, the one at clean close and the
+    /// one before a batch of a producer that expired since the last). The
     /// actual distance is at least twice the last checkpoint's size, so that
-    /// checkpoints never take more than a third of the log. Default 64 MiB.
+    /// these interval checkpoints take at most a third of the log. A
+    /// checkpoint's bytes do not count towards `segment_bytes`. Default
+    /// 64 MiB.
     pub checkpoint_interval_bytes: u64,
 }
 

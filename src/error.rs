@@ -120,8 +120,10 @@ pub enum Error {
         /// The batch's last sequence.
         received_last: i32,
     },
-    /// An idempotent batch carries an epoch older than its producer's current
-    /// one (or newer than a named producer's). Nothing was written.
+    /// An idempotent batch carries an epoch older than its anonymous
+    /// producer's current one in the partition, or an epoch a named producer
+    /// was never given; or `Store::init_producer_with` was asked to bump
+    /// from an epoch already bumped past. Nothing was written.
     InvalidProducerEpoch {
         /// The log (`topic-partition`).
         log: String,
@@ -135,8 +137,10 @@ pub enum Error {
         sequence: i32,
     },
     /// A named producer's session was replaced by a newer one (a later
-    /// `Store::producer` call for the same name); this session may no longer
-    /// write. Nothing was written.
+    /// `Store::producer` or `Store::init_producer_with` call for the same
+    /// name); this session may no longer write or bump. Nothing was written.
+    /// (Named epochs wrap from `i16::MAX` to 0: "older" means up to half the
+    /// epoch space behind the current one.)
     ProducerFenced {
         /// The log (`topic-partition`), or the store directory.
         log: String,

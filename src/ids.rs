@@ -37,6 +37,9 @@ struct State {
     next: i64,
     reserved_until: i64,
     named: BTreeMap<String, (i64, i16)>,
+    /// The highest epoch each anonymous id was bumped to since the store
+    /// opened (not persisted): a bump from an older epoch is refused.
+    bumped: std::collections::HashMap<i64, i16>,
 }
 
 #[derive(Debug)]
@@ -75,6 +78,7 @@ impl ProducerIds {
                 next: reserved_until,
                 reserved_until,
                 named: map,
+                bumped: std::collections::HashMap::new(),
             }),
             fences,
         })
@@ -151,10 +155,46 @@ impl ProducerIds {
             let name = name.to_string();
             return self.bump_named_locked(&mut st, &name);
         }
+        self.check_anonymous_epoch(&st, producer_id, epoch)?;
         if epoch >= i16::MAX - 1 {
             return Ok((self.allocate_locked(&mut st)?, 0));
         }
+        st.bumped.insert(producer_id, epoch + 1);
         Ok((producer_id, epoch + 1))
+    }
+
+    fn check_anonymous_epoch(&self, st: &State, producer_id: i64, epoch: i16) -> Result<()> {
+        match st.bumped.get(&producer_id) {
+            Some(&current) if epoch < current => Err(Error::InvalidProducerEpoch {
+                log: self.dir.display().to_string(),
+                producer_id,
+                epoch,
+                current_epoch: current,
+                sequence: -1,
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Check that `(producer_id, epoch)` is an anonymous identity this store
+    /// handed out (and not one whose epoch was bumped past `epoch`).
+    pub(crate) fn resume_anonymous(&self, producer_id: i64, epoch: i16) -> Result<()> {
+        let st = self.lock();
+        if producer_id < 0 || producer_id >= st.reserved_until || epoch < 0 {
+            return Err(Error::InvalidProducer {
+                producer: producer_id.to_string(),
+                reason: format!(
+                    "id {producer_id} epoch {epoch} was never handed out by this store"
+                ),
+            });
+        }
+        if let Some(name) = self.name_of(producer_id) {
+            return Err(Error::InvalidProducer {
+                producer: producer_id.to_string(),
+                reason: format!("it is the named producer {name:?}: use Store::producer"),
+            });
+        }
+        self.check_anonymous_epoch(&st, producer_id, epoch)
     }
 
     /// Start a new session of the named producer: same id, epoch bumped
@@ -275,6 +315,16 @@ mod tests {
         let (new, e) = ids.bump(id, i16::MAX - 1).unwrap();
         assert!(new != id && e == 0);
         assert_eq!(ids.bump(5000, 0).unwrap_err().kind(), "invalid_producer");
+        // A second bump from the same (now stale) epoch is refused.
+        let (id2, _) = ids.allocate().unwrap();
+        assert_eq!(ids.bump(id2, 3).unwrap(), (id2, 4));
+        assert_eq!(
+            ids.bump(id2, 3).unwrap_err().kind(),
+            "invalid_producer_epoch"
+        );
+        assert!(ids.resume_anonymous(id2, 3).is_err());
+        ids.resume_anonymous(id2, 4).unwrap();
+        assert_eq!(ids.bump(id2, 4).unwrap(), (id2, 5));
         assert_eq!(ids.bump(id, -1).unwrap_err().kind(), "invalid_producer");
     }
 

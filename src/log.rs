@@ -56,7 +56,8 @@ pub enum AppendOutcome {
         /// Offset of the batch's last record.
         last_offset: i64,
     },
-    /// The batch (same producer, epoch and sequence range) is already in the
+    /// The batch (same producer and sequence range, in the same epoch for an
+    /// anonymous producer, in any session for a named one) is already in the
     /// log; nothing was written. The offsets are those of the original
     /// write, or both `None` when the original is older than the producer's
     /// window and its offsets are no longer known.
@@ -352,6 +353,7 @@ impl Log {
             &mut producers,
             &|id| fences.epoch(id).is_some(),
             config.clock.now_ms(),
+            config.recovery_mode == crate::config::RecoveryMode::TruncateAtCorruption,
         )?;
         report.checkpoint_offset = loaded.checkpoint_offset;
         report.batches_replayed = loaded.batches_replayed;
@@ -695,7 +697,11 @@ impl Log {
         let checkpoint_first = self.checkpoint_due(&w)
             || ident.is_some_and(|b| w.producers.expired_recently(b.producer_id))
             || (committed == 0 && (w.checkpoint.enabled || !w.producers.is_empty()));
-        let pending = if checkpoint_first { w.checkpoint.last_len } else { 0 };
+        let pending = if checkpoint_first {
+            w.checkpoint.last_len
+        } else {
+            0
+        };
         // `segment_bytes` bounds the data; file positions must fit the
         // 32-bit index entries.
         let full = committed > 0

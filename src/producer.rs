@@ -20,8 +20,8 @@
 //! - Sequences live in `[0, i32::MAX]`; offsets are never reused, so two
 //!   window entries never share an offset.
 
-use std::collections::{HashMap, HashSet};
 use std::collections::VecDeque;
+use std::collections::{HashMap, HashSet};
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};

@@ -188,13 +188,16 @@ fn decode_checkpoint_at(data: &[u8]) -> std::result::Result<Found, crate::format
 /// data batch starts replay at it with an empty table, and an empty segment
 /// or an invalid checkpoint sends the search to the segment before. Running
 /// out of segments after an invalid checkpoint is an error: starting from an
-/// empty table would forget producers and let their retries in twice.
+/// empty table would forget producers and let their retries in twice. With
+/// `salvage` (`RecoveryMode::TruncateAtCorruption`) it does exactly that,
+/// with a warning, so that a damaged log can still be opened.
 pub(crate) fn recover_producers(
     segments: &[Arc<Segment>],
     active_controls: &[u64],
     table: &mut ProducerTable,
     is_named: &dyn Fn(i64) -> bool,
     now_ms: i64,
+    salvage: bool,
 ) -> Result<ProducersLoaded> {
     let mut out = ProducersLoaded::default();
     let last = segments.len() - 1;
@@ -236,7 +239,10 @@ pub(crate) fn recover_producers(
             }
         }
         if let Some(e) = invalid {
-            return Err(e);
+            if !salvage {
+                return Err(e);
+            }
+            tracing::warn!(error = %e, "salvaging: rebuilding producer state from the first segment with an empty table; retries of batches before it may be appended again");
         }
         (0, 0)
     };
@@ -260,7 +266,12 @@ pub(crate) fn recover_producers(
                 BatchView::parse(&data[p..])
             }
             .map_err(|e| Error::corrupt_batch(&seg.path, at, e))?;
-            if expect.is_some_and(|e| e != view.base_offset()) || view.last_offset_delta() < 0 {
+            let next = view
+                .base_offset()
+                .checked_add(i64::from(view.last_offset_delta()))
+                .and_then(|l| l.checked_add(1))
+                .filter(|_| view.last_offset_delta() >= 0);
+            if expect.is_some_and(|e| e != view.base_offset()) || next.is_none() {
                 return Err(Error::corrupt(
                     &seg.path,
                     at,
@@ -272,7 +283,7 @@ pub(crate) fn recover_producers(
                     ),
                 ));
             }
-            expect = Some(view.next_offset());
+            expect = next;
             p += view.total_len();
             out.bytes_replayed += view.total_len() as u64;
             if view.is_control() || !view.has_producer_id() {

@@ -11,7 +11,7 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use common::{DUP_UNKNOWN, Stored, appended, dup, stored};
+use common::{DUP_UNKNOWN, appended, dup, stored};
 use oncelog::format::BatchBuilder;
 use oncelog::storage::sim::CrashMode;
 use oncelog::storage::{SimStorage, Storage};
@@ -1256,7 +1256,11 @@ fn an_undated_segment_does_not_stall_age_retention() {
     let segments = segment_bases(&sim).len();
     drop(log);
     store.close().unwrap();
-    assert_eq!(segment_bases(&sim).len(), segments, "the close did not roll");
+    assert_eq!(
+        segment_bases(&sim).len(),
+        segments,
+        "the close did not roll"
+    );
     let store = open(&sim, cfg);
     let log = store.log("t", 0).unwrap();
     let bases = segment_bases(&sim);
@@ -1369,8 +1373,50 @@ fn an_undecodable_checkpoint_with_nothing_older_fails_the_open() {
         f.write_at(&bytes, 0).unwrap();
         f.sync_all().unwrap();
     }
-    let e = Store::open_with_storage(STORE, cfg, Arc::new(sim.clone())).unwrap_err();
+    let e = Store::open_with_storage(STORE, cfg.clone(), Arc::new(sim.clone())).unwrap_err();
     assert_eq!(e.kind(), "corrupt", "{e}");
     assert!(e.to_string().contains("00000000000000000000.log"), "{e}");
     assert!(e.to_string().contains("checkpoint"), "{e}");
+    // The salvaging mode opens it, rebuilding the table from the data.
+    let cfg = cfg.with_recovery_mode(oncelog::RecoveryMode::TruncateAtCorruption);
+    let store = open(&sim, cfg);
+    let log = store.log("t", 0).unwrap();
+    assert_eq!(log.producer(5).unwrap().last_sequence, Some(0));
+    assert_eq!(log.append(&pbatch(5, 0, 0, 1)).unwrap(), dup(1, 1));
+}
+
+/// The same for an anonymous producer: `resume_producer` takes up its
+/// identity after the restart, so the re-send is recognized.
+#[test]
+fn an_anonymous_producer_resumes_to_retry_an_unacknowledged_send() {
+    let sim = SimStorage::new();
+    let cfg = Config::default().with_durability(Durability::Sync);
+    let store = open(&sim, cfg.clone());
+    let p = store.idempotent_producer().unwrap();
+    let (id, epoch) = (p.id(), p.epoch());
+    p.send("t", 0, &[Message::new(b"a")]).unwrap();
+    sim.fail_sync_at(1);
+    let sequence = match p.send("t", 0, &[Message::new(b"b")]).unwrap_err() {
+        Error::NotAcknowledged { sequence, .. } => sequence,
+        other => panic!("expected not_acknowledged, got {other}"),
+    };
+    assert_eq!(sequence, 1);
+    sim.crash(CrashMode::KeepAll);
+    drop(p);
+    drop(store);
+    let store = open(&sim, cfg);
+    let p = store.resume_producer(id, epoch).unwrap();
+    assert_eq!(p.next_sequence("t", 0).unwrap(), 2, "the batch was kept");
+    let again = p.send_at("t", 0, sequence, &[Message::new(b"b")]).unwrap();
+    assert_eq!(again, dup(1, 1));
+    // Identities the store never handed out, or named ones, are refused.
+    assert_eq!(
+        store.resume_producer(id + 5000, 0).unwrap_err().kind(),
+        "invalid_producer"
+    );
+    let named = store.producer("n").unwrap().id();
+    assert_eq!(
+        store.resume_producer(named, 0).unwrap_err().kind(),
+        "invalid_producer"
+    );
 }

@@ -106,7 +106,9 @@ pub fn decode_producer_ids(bytes: &[u8]) -> Option<(i64, Vec<NamedProducerRecord
     };
     let reserved = i64::from_be_bytes(take(8)?.try_into().ok()?);
     let count = u32::from_be_bytes(take(4)?.try_into().ok()?);
-    let mut named = Vec::new();
+    let mut named: Vec<NamedProducerRecord> = Vec::new();
+    let mut ids = std::collections::HashSet::new();
+    let mut names = std::collections::HashSet::new();
     for _ in 0..count {
         let len = u16::from_be_bytes(take(2)?.try_into().ok()?);
         let name = std::str::from_utf8(take(usize::from(len))?)
@@ -114,7 +116,13 @@ pub fn decode_producer_ids(bytes: &[u8]) -> Option<(i64, Vec<NamedProducerRecord
             .to_string();
         let producer_id = i64::from_be_bytes(take(8)?.try_into().ok()?);
         let epoch = i16::from_be_bytes(take(2)?.try_into().ok()?);
-        if producer_id < 0 || producer_id >= reserved || epoch < 0 {
+        if producer_id < 0
+            || producer_id >= reserved
+            || epoch < 0
+            || !(1..=255).contains(&name.len())
+            || !ids.insert(producer_id)
+            || !names.insert(name.clone())
+        {
             return None;
         }
         named.push(NamedProducerRecord {
@@ -157,6 +165,24 @@ mod tests {
         assert_eq!(
             decode_producer_ids(&encode_producer_ids(0, &[])),
             Some((0, vec![]))
+        );
+        // Names of 1 to 255 bytes, each name and id once.
+        let twice = vec![named[0].clone(), named[0].clone()];
+        assert_eq!(
+            decode_producer_ids(&encode_producer_ids(1000, &twice)),
+            None
+        );
+        let mut same_id = named.clone();
+        same_id[1].producer_id = 3;
+        assert_eq!(
+            decode_producer_ids(&encode_producer_ids(1000, &same_id)),
+            None
+        );
+        let mut empty = named.clone();
+        empty[0].name.clear();
+        assert_eq!(
+            decode_producer_ids(&encode_producer_ids(1000, &empty)),
+            None
         );
     }
 
