@@ -120,6 +120,7 @@ impl Store {
     /// this producer, and a re-send of a batch an earlier session wrote (with
     /// its sequences, see [`Producer::send_at`]) is answered as a duplicate.
     pub fn producer(&self, name: &str) -> Result<Producer> {
+        self.check_open()?;
         let (id, epoch) = self.inner.ids.named(name)?;
         self.fence_barrier();
         Ok(Producer::new(self, id, epoch, Some(name.to_string())))
@@ -138,6 +139,7 @@ impl Store {
     /// it. Use it to re-send, after a restart, a batch whose send failed
     /// with [`Error::NotAcknowledged`] (at the sequence the error names).
     pub fn resume_producer(&self, producer_id: i64, epoch: i16) -> Result<Producer> {
+        self.check_open()?;
         self.inner.ids.resume_anonymous(producer_id, epoch)?;
         Ok(Producer::new(self, producer_id, epoch, None))
     }

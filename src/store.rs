@@ -369,7 +369,7 @@ impl Store {
             .fold(ProducerStats::default(), |a, b| a + b)
     }
 
-    fn check_open(&self) -> Result<()> {
+    pub(crate) fn check_open(&self) -> Result<()> {
         if self.inner.closed.load(Ordering::Acquire) {
             return Err(Error::Closed {
                 what: format!("store {}", self.inner.dir.display()),
