@@ -1388,6 +1388,13 @@ impl Log {
             return Ok(report);
         }
         let new_start = segs[delete].base_offset.max(self.log_start_offset());
+        // The producer state of the deleted segments lives on in the
+        // checkpoint that starts the first remaining one: it must be durable
+        // before they go. Sealed segments are; the active one may not be.
+        let first_kept = &segs[delete];
+        if delete == segs.len() - 1 && first_kept.committed_len() > 0 {
+            self.wait_durable(first_kept.base_offset + 1)?;
+        }
         // Persist the new start first: a crash after this point finishes the
         // deletion at the next open; before it, nothing changed.
         write_log_start(inner.storage.as_ref(), &inner.dir, new_start)?;

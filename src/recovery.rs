@@ -176,6 +176,22 @@ fn decode_checkpoint_at(data: &[u8]) -> std::result::Result<Found, crate::format
     })
 }
 
+/// Positions of the control batches in a sealed segment's bytes, found by
+/// following the batch lengths.
+fn control_positions(data: &[u8], path: &Path) -> Result<Vec<u64>> {
+    let mut out = Vec::new();
+    let mut p = 0usize;
+    while p < data.len() {
+        let view = BatchView::parse_header_only(&data[p..])
+            .map_err(|e| Error::corrupt_batch(path, p as u64, e))?;
+        if view.is_control() {
+            out.push(p as u64);
+        }
+        p += view.total_len();
+    }
+    Ok(out)
+}
+
 /// Rebuild a log's producer table: load the newest valid checkpoint, then
 /// replay the data batches after it without validating them (the log is the
 /// truth). Replayed batches count as appended `now_ms`.
@@ -183,10 +199,10 @@ fn decode_checkpoint_at(data: &[u8]) -> std::result::Result<Found, crate::format
 /// Where replay starts rests on the log's invariant that a segment whose
 /// first batch is not a checkpoint began with an empty producer table (the
 /// log writes a checkpoint first into every segment once it has producer
-/// state). Newest first: the active segment's checkpoints, last first; then
-/// each segment's first batch: a valid checkpoint starts replay after it, a
-/// data batch starts replay at it with an empty table, and an empty segment
-/// or an invalid checkpoint sends the search to the segment before. Running
+/// state). Segments newest first: the newest valid checkpoint in the segment
+/// starts replay after it; without one, a data batch first in the segment
+/// starts replay at it with an empty table, and an empty segment or an
+/// invalid first checkpoint sends the search to the segment before. Running
 /// out of segments after an invalid checkpoint is an error: starting from an
 /// empty table would forget producers and let their retries in twice. With
 /// `salvage` (`RecoveryMode::TruncateAtCorruption`) it does exactly that,
@@ -214,28 +230,30 @@ pub(crate) fn recover_producers(
         ));
     };
     let start: (usize, u64) = 'search: {
-        for &pos in active_controls.iter().rev() {
-            let seg = &segments[last];
-            match decode_checkpoint_at(&seg.bytes_from(pos)?) {
-                Ok(found) => break 'search (last, pos + table_from(table, &mut out, found)),
-                Err(e) => note_invalid(&mut invalid, seg, pos, e),
-            }
-        }
         for (i, seg) in segments.iter().enumerate().rev() {
-            // (The active segment's checkpoint at 0, if any, was tried above.)
-            if seg.committed_len() == 0 || (i == last && active_controls.first() == Some(&0)) {
+            if seg.committed_len() == 0 {
                 continue;
             }
             let data = seg.bytes_from(0)?;
+            // The active segment's scan listed its checkpoints; a sealed one
+            // (reached only when no newer checkpoint is valid) is walked.
+            let controls = if i == last {
+                active_controls.to_vec()
+            } else {
+                control_positions(&data, &seg.path)?
+            };
+            for &pos in controls.iter().rev() {
+                let at = usize::try_from(pos).unwrap_or(usize::MAX);
+                match decode_checkpoint_at(data.get(at..).unwrap_or_default()) {
+                    Ok(found) => break 'search (i, pos + table_from(table, &mut out, found)),
+                    Err(e) => note_invalid(&mut invalid, seg, pos, e),
+                }
+            }
             let first =
                 BatchView::parse(&data).map_err(|e| Error::corrupt_batch(&seg.path, 0, e))?;
             if !first.is_control() {
                 // Began with an empty table: replay the whole segment.
                 break 'search (i, 0);
-            }
-            match decode_checkpoint_at(&data) {
-                Ok(found) => break 'search (i, table_from(table, &mut out, found)),
-                Err(e) => note_invalid(&mut invalid, seg, 0, e),
             }
         }
         if let Some(e) = invalid {

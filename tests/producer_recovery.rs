@@ -1420,3 +1420,97 @@ fn an_anonymous_producer_resumes_to_retry_an_unacknowledged_send() {
         "invalid_producer"
     );
 }
+
+/// A power loss right after a roll leaves an empty active segment; recovery
+/// must then use the newest checkpoint of the segment before (here the one
+/// that recorded an expiry), not only its first batch: otherwise the
+/// expired producer's old batches come back into its window and a new send
+/// is taken for a retry and dropped.
+#[test]
+fn after_a_lost_roll_recovery_uses_the_newest_checkpoint_of_the_previous_segment() {
+    let sim = SimStorage::new();
+    let clock = Arc::new(ManualClock::new(1_700_000_000_000));
+    let cfg = Config::default()
+        .with_segment_bytes(1024)
+        .with_durability(Durability::Os)
+        .with_clock(clock.clone())
+        .with_producer_expiration(std::time::Duration::from_secs(3600));
+    let store = open(&sim, cfg.clone());
+    let log = store.log("t", 0).unwrap();
+    let p = store.producer("a").unwrap();
+    for i in 0..5 {
+        p.send("t", 0, &[Message::new(format!("old-{i}").as_bytes())])
+            .unwrap();
+    }
+    log.flush().unwrap();
+    clock.advance(std::time::Duration::from_secs(7200));
+    assert_eq!(log.expire_producers(), 1);
+    drop(p);
+    let p = store.producer("a").unwrap();
+    assert_eq!(p.next_sequence("t", 0).unwrap(), 0, "unknown again");
+    let new0 = appended(p.send("t", 0, &[Message::new(b"new-0")]));
+    // Other traffic rolls the segment: the sealed one is fsynced, the new
+    // one (with its checkpoint) is not.
+    let before = log.stats().segments;
+    while log.stats().segments == before {
+        let mut b = BatchBuilder::new();
+        b.push(1, None, Some(&[b'x'; 300]), &[]);
+        log.append(&b.build()).unwrap();
+    }
+    sim.crash(CrashMode::LoseUnsynced);
+    drop((p, log, store));
+    let store = open(&sim, cfg);
+    let log = store.log("t", 0).unwrap();
+    let p = store.producer("a").unwrap();
+    let window: Vec<(i32, i64)> = log
+        .producer(p.id())
+        .unwrap()
+        .batches
+        .iter()
+        .map(|b| (b.first_sequence, b.base_offset))
+        .collect();
+    assert_eq!(window, vec![(0, new0.0)], "only the batch after the expiry");
+    assert_eq!(p.next_sequence("t", 0).unwrap(), 1);
+    let next = p.send("t", 0, &[Message::new(b"new-1")]).unwrap();
+    assert!(
+        !next.is_duplicate(),
+        "a new batch was taken for a retry: {next:?}"
+    );
+}
+
+/// Retention deletes segments whose producer state lives on only in the
+/// checkpoint at the start of the active segment; that checkpoint must be
+/// durable before they go, or a power loss right after takes both.
+#[test]
+fn retention_makes_the_surviving_checkpoint_durable_before_deleting() {
+    let sim = SimStorage::new();
+    let cfg = Config::default()
+        .with_segment_bytes(1024)
+        .with_durability(Durability::Os)
+        .with_retention_bytes(Some(1));
+    let store = open(&sim, cfg.clone());
+    let log = store.log("t", 0).unwrap();
+    let mut sent = Vec::new();
+    for seq in [0, 2, 4] {
+        sent.push(appended(log.append(&pbatch(9, 0, seq, 2))));
+    }
+    log.flush().unwrap();
+    // Plain traffic rolls the segment; the roll's retention deletes the old
+    // segment, whose state is now only in the new segment's checkpoint.
+    while log.log_start_offset() == 0 {
+        log.append(&common::sized_batch(300, b'x', 1)).unwrap();
+    }
+    assert_eq!(log.stats().segments, 1, "retention deleted the old segment");
+    sim.crash(CrashMode::LoseUnsynced);
+    drop((log, store));
+    let store = open(&sim, cfg);
+    let log = store.log("t", 0).unwrap();
+    assert!(log.recovery_report().checkpoint_offset.is_some());
+    for (seq, &(base, last)) in sent.iter().enumerate() {
+        assert_eq!(
+            log.append(&pbatch(9, 0, seq as i32 * 2, 2)).unwrap(),
+            dup(base, last),
+            "retry of batch {seq}"
+        );
+    }
+}
