@@ -92,38 +92,37 @@ pub(crate) struct StoreInner {
 
 impl StoreInner {
     /// The log of `topic`/`partition`, created (durably) if it does not exist.
-    pub(crate) fn log(&self, topic: &str, partition: u32) -> Result<Log> {
-        validate_topic(topic)?;
+    fn check_open(&self) -> Result<()> {
         if self.closed.load(Ordering::Acquire) {
             return Err(Error::Closed {
                 what: format!("store {}", self.dir.display()),
             });
         }
-        let key = (topic.to_string(), partition);
-        if let Some(log) = self
-            .logs
+        Ok(())
+    }
+
+    fn existing(&self, key: &(String, u32)) -> Option<Log> {
+        self.logs
             .read()
             .unwrap_or_else(PoisonError::into_inner)
-            .get(&key)
-        {
-            return Ok(log.clone());
+            .get(key)
+            .cloned()
+    }
+
+    pub(crate) fn log(&self, topic: &str, partition: u32) -> Result<Log> {
+        validate_topic(topic)?;
+        self.check_open()?;
+        let key = (topic.to_string(), partition);
+        if let Some(log) = self.existing(&key) {
+            return Ok(log);
         }
         let inner = self;
         let _guard = inner.create.lock().unwrap_or_else(PoisonError::into_inner);
         // Checked again under `create`, which shutdown also takes: a log
         // created now is in the map that shutdown closes.
-        if self.closed.load(Ordering::Acquire) {
-            return Err(Error::Closed {
-                what: format!("store {}", self.dir.display()),
-            });
-        }
-        if let Some(log) = self
-            .logs
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(&key)
-        {
-            return Ok(log.clone());
+        self.check_open()?;
+        if let Some(log) = self.existing(&key) {
+            return Ok(log);
         }
         let path = inner.dir.join(format!("{topic}-{partition}"));
         inner
@@ -269,10 +268,7 @@ impl Store {
     pub fn existing_log(&self, topic: &str, partition: u32) -> Result<Option<Log>> {
         validate_topic(topic)?;
         self.check_open()?;
-        Ok(self
-            .read_logs()
-            .get(&(topic.to_string(), partition))
-            .cloned())
+        Ok(self.inner.existing(&(topic.to_string(), partition)))
     }
 
     /// Every log in the store, ordered by topic and partition.
@@ -370,12 +366,7 @@ impl Store {
     }
 
     pub(crate) fn check_open(&self) -> Result<()> {
-        if self.inner.closed.load(Ordering::Acquire) {
-            return Err(Error::Closed {
-                what: format!("store {}", self.inner.dir.display()),
-            });
-        }
-        Ok(())
+        self.inner.check_open()
     }
 
     fn read_logs(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<(String, u32), Log>> {
