@@ -1162,19 +1162,7 @@ impl World {
                     .iter()
                     .map(|b| (b.seq, b.last_seq(), b.base, b.last))
                     .collect();
-                let got: Option<Vec<(i32, i32, i64, i64)>> = info.as_ref().map(|i| {
-                    i.batches
-                        .iter()
-                        .map(|b| {
-                            (
-                                b.first_sequence,
-                                b.last_sequence,
-                                b.base_offset,
-                                b.last_offset,
-                            )
-                        })
-                        .collect()
-                });
+                let got = info.as_ref().map(common::window);
                 let empty = info
                     .as_ref()
                     .is_none_or(|i| i.batches.is_empty() && i.last_sequence.is_none());

@@ -29,6 +29,16 @@ fn fresh(cfg: Config) -> (SimStorage, Store, Log) {
     (sim, store, log)
 }
 
+/// A manual clock at `start_ms` and a config whose producers expire after
+/// an hour of it.
+fn expiring_in_an_hour(start_ms: i64) -> (Arc<ManualClock>, Config) {
+    let clock = Arc::new(ManualClock::new(start_ms));
+    let cfg = Config::default()
+        .with_clock(clock.clone())
+        .with_producer_expiration(Duration::from_secs(3600));
+    (clock, cfg)
+}
+
 /// An idempotent batch of `n` records, values `"<id>:<epoch>:<seq>:<i>"`.
 fn pbatch(id: i64, epoch: i16, seq: i32, n: usize) -> Vec<u8> {
     let mut b = BatchBuilder::new().with_producer(id, epoch, seq);
@@ -242,18 +252,7 @@ fn next_in_sequence_appends_contiguously() {
     let info = log.producer(1).unwrap();
     assert_eq!(info.epoch, 0);
     assert_eq!(info.last_sequence, Some(11));
-    let firsts: Vec<(i32, i32, i64, i64)> = info
-        .batches
-        .iter()
-        .map(|b| {
-            (
-                b.first_sequence,
-                b.last_sequence,
-                b.base_offset,
-                b.last_offset,
-            )
-        })
-        .collect();
+    let firsts = common::window(&info);
     assert_eq!(
         firsts,
         vec![
@@ -626,11 +625,8 @@ fn error_messages_name_the_log_the_producer_and_the_sequences() {
 
 #[test]
 fn max_producers_refuses_new_producers_until_idle_ones_expire() {
-    let clock = Arc::new(ManualClock::new(50 * HOUR_MS));
-    let cfg = Config::default()
-        .with_clock(clock.clone())
-        .with_max_producers(3)
-        .with_producer_expiration(Duration::from_secs(3600));
+    let (clock, cfg) = expiring_in_an_hour(50 * HOUR_MS);
+    let cfg = cfg.with_max_producers(3);
     let sim = SimStorage::new();
     let store = open(&sim, cfg);
     let log = store.log("lim", 2).unwrap();
@@ -687,10 +683,7 @@ fn max_producers_refuses_new_producers_until_idle_ones_expire() {
 
 #[test]
 fn idle_producers_expire_and_their_old_batches_append_again() {
-    let clock = Arc::new(ManualClock::new(10 * HOUR_MS));
-    let cfg = Config::default()
-        .with_clock(clock.clone())
-        .with_producer_expiration(Duration::from_secs(3600));
+    let (clock, cfg) = expiring_in_an_hour(10 * HOUR_MS);
     let (_sim, _store, log) = fresh(cfg);
     let run = append_run(&log, 1, 0, 0, &[1, 2, 1]);
     clock.advance(Duration::from_secs(30 * 60));
@@ -732,10 +725,7 @@ fn idle_producers_expire_and_their_old_batches_append_again() {
 
 #[test]
 fn producer_expiry_is_checked_again_at_open() {
-    let clock = Arc::new(ManualClock::new(100 * HOUR_MS));
-    let cfg = Config::default()
-        .with_clock(clock.clone())
-        .with_producer_expiration(Duration::from_secs(3600));
+    let (clock, cfg) = expiring_in_an_hour(100 * HOUR_MS);
     let sim = SimStorage::new();
     let store = open(&sim, cfg.clone());
     let log = store.log("t", 0).unwrap();
@@ -768,10 +758,7 @@ fn producer_expiry_is_checked_again_at_open() {
 
 #[test]
 fn replayed_batches_count_as_appended_at_open() {
-    let clock = Arc::new(ManualClock::new(100 * HOUR_MS));
-    let cfg = Config::default()
-        .with_clock(clock.clone())
-        .with_producer_expiration(Duration::from_secs(3600));
+    let (clock, cfg) = expiring_in_an_hour(100 * HOUR_MS);
     let sim = SimStorage::new();
     let store = open(&sim, cfg.clone());
     let log = store.log("t", 0).unwrap();
@@ -807,10 +794,7 @@ fn replayed_batches_count_as_appended_at_open() {
 /// must rebuild the state the log answered with before the crash.
 #[test]
 fn an_expiry_before_a_crash_is_not_undone_by_recovery() {
-    let clock = Arc::new(ManualClock::new(100 * HOUR_MS));
-    let cfg = Config::default()
-        .with_clock(clock.clone())
-        .with_producer_expiration(Duration::from_secs(3600));
+    let (clock, cfg) = expiring_in_an_hour(100 * HOUR_MS);
     let sim = SimStorage::new();
     let store = open(&sim, cfg.clone());
     let log = store.log("t", 0).unwrap();
@@ -845,10 +829,7 @@ fn an_expiry_before_a_crash_is_not_undone_by_recovery() {
 /// must still be recognized.
 #[test]
 fn a_batch_accepted_after_its_producer_expired_is_deduplicated_after_a_crash() {
-    let clock = Arc::new(ManualClock::new(100 * HOUR_MS));
-    let cfg = Config::default()
-        .with_clock(clock.clone())
-        .with_producer_expiration(Duration::from_secs(3600));
+    let (clock, cfg) = expiring_in_an_hour(100 * HOUR_MS);
     let sim = SimStorage::new();
     let store = open(&sim, cfg.clone());
     let log = store.log("t", 0).unwrap();
@@ -1342,11 +1323,8 @@ fn producer_client_sequences_follow_the_log() {
 
 #[test]
 fn the_background_thread_expires_idle_producers() {
-    let clock = Arc::new(ManualClock::new(10 * HOUR_MS));
-    let cfg = Config::default()
-        .with_clock(clock.clone())
-        .with_producer_expiration(Duration::from_secs(3600))
-        .with_retention_check_interval(Duration::from_millis(10));
+    let (clock, cfg) = expiring_in_an_hour(10 * HOUR_MS);
+    let cfg = cfg.with_retention_check_interval(Duration::from_millis(10));
     let (_sim, _store, log) = fresh(cfg);
     append_run(&log, 1, 0, 0, &[1, 1]);
     append_run(&log, 2, 0, 0, &[1]);

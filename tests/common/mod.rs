@@ -2,7 +2,7 @@
 #![allow(dead_code)]
 
 use oncelog::format::BatchBuilder;
-use oncelog::{AppendOutcome, Config, Log};
+use oncelog::{AppendOutcome, Config, Log, ProducerInfo};
 
 /// A batch of `n` records whose values are `"<tag>-<i>"`, timestamps from `ts`.
 pub fn batch(tag: &str, n: usize, ts: i64) -> Vec<u8> {
@@ -145,4 +145,20 @@ pub fn stored(log: &Log) -> Vec<Stored> {
         }
     }
     out
+}
+
+/// A producer's window as (first sequence, last sequence, base offset, last
+/// offset), oldest first.
+pub fn window(info: &ProducerInfo) -> Vec<(i32, i32, i64, i64)> {
+    info.batches
+        .iter()
+        .map(|b| {
+            (
+                b.first_sequence,
+                b.last_sequence,
+                b.base_offset,
+                b.last_offset,
+            )
+        })
+        .collect()
 }
