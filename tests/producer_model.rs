@@ -46,7 +46,9 @@ const PARTITIONS: usize = 2;
 /// `Config::producer_window` (the default).
 const WINDOW: usize = 5;
 const EXPIRATION_MS: i64 = 3_600_000;
-const DEFAULT_SEEDS: u64 = 250;
+/// Seeds run by `cargo test`, split over two tests (the two halves run in
+/// parallel).
+const DEFAULT_SEEDS: u64 = 2000;
 const DEFAULT_OPS: usize = 300;
 /// "Never" for a disarmed fault.
 const FAR: u64 = 1 << 40;
@@ -254,6 +256,8 @@ enum Fault {
     Write { k: u64, prefix: usize },
     /// The next fsync fails.
     Sync,
+    /// The disk has only `left` bytes free (until the append returns).
+    NoSpace { left: u64 },
 }
 
 struct World {
@@ -573,14 +577,26 @@ impl World {
                 self.sim.fail_sync_at(1);
                 Some((false, s0 + 1))
             }
+            Some(Fault::NoSpace { left }) => {
+                self.sim.set_space_left(Some(left));
+                None
+            }
             None => None,
         };
         let before = self.logs[part].next_offset();
         let (r, d) = self.perform(pi, part, seq, n, false);
-        let hit = target.is_some_and(|(write, at)| {
-            let (w, s) = self.sim.op_counts();
-            if write { w >= at } else { s >= at }
-        });
+        let hit = match fault {
+            Some(Fault::NoSpace { .. }) => {
+                self.sim.set_space_left(None);
+                // Hit if a write needed more than was left: the append
+                // must then fail.
+                r.is_err()
+            }
+            _ => target.is_some_and(|(write, at)| {
+                let (w, s) = self.sim.op_counts();
+                if write { w >= at } else { s >= at }
+            }),
+        };
         if let Some((write, _)) = target
             && !hit
         {
@@ -630,7 +646,11 @@ impl World {
                 epoch: self.prods[pi].epoch,
             });
             self.poisoned = true;
-            count("injected fault hit");
+            count(match fault {
+                Some(Fault::Write { .. }) => "injected write failure hit",
+                Some(Fault::Sync) => "injected fsync failure hit",
+                _ => "injected full disk hit",
+            });
             return;
         }
         self.settle(pi, part, seq, n, exp, None, before, r, d, false);
@@ -887,8 +907,11 @@ impl World {
         let end = match self.rng.below(20) {
             0..=2 if !self.poisoned => End::Close,
             0..=7 => End::Crash(CrashMode::KeepAll),
-            8..=13 => End::Crash(CrashMode::LoseUnsynced),
-            _ => End::Crash(CrashMode::RandomPages {
+            8..=11 => End::Crash(CrashMode::LoseUnsynced),
+            12..=15 => End::Crash(CrashMode::RandomPages {
+                seed: self.rng.next(),
+            }),
+            _ => End::Crash(CrashMode::TornTail {
                 seed: self.rng.next(),
             }),
         };
@@ -896,7 +919,8 @@ impl World {
             End::Close => "close and reopen",
             End::Crash(CrashMode::KeepAll) => "process crash and reopen",
             End::Crash(CrashMode::LoseUnsynced) => "power loss (unsynced lost) and reopen",
-            End::Crash(_) => "power loss (random pages) and reopen",
+            End::Crash(CrashMode::RandomPages { .. }) => "power loss (random pages) and reopen",
+            End::Crash(_) => "power loss (torn tail) and reopen",
         });
         trace(format!(
             "{}: {end:?} and reopen (pending {:?})",
@@ -928,7 +952,11 @@ impl World {
         self.open();
         let lossy = matches!(
             end,
-            End::Crash(CrashMode::LoseUnsynced | CrashMode::RandomPages { .. })
+            End::Crash(
+                CrashMode::LoseUnsynced
+                    | CrashMode::RandomPages { .. }
+                    | CrashMode::TornTail { .. }
+            )
         );
         let pending = self.pending;
         self.verify(Some(lossy));
@@ -1253,8 +1281,12 @@ impl World {
             87..92 => self.op_reopen(),
             92..97 => {
                 let (pi, part) = self.pick_producer();
-                let fault = if self.rng.chance(50) {
+                let fault = if self.rng.chance(40) {
                     Fault::Sync
+                } else if self.rng.chance(30) {
+                    Fault::NoSpace {
+                        left: self.rng.range(0, 300),
+                    }
                 } else {
                     let prefix = if self.rng.chance(40) {
                         0
@@ -1319,10 +1351,27 @@ fn env_num(name: &str) -> Option<u64> {
 }
 
 #[test]
-fn producers_follow_the_model_through_crashes_faults_and_expiry() {
+fn producers_follow_the_model_first_half() {
+    run_half(0);
+}
+
+#[test]
+fn producers_follow_the_model_second_half() {
+    run_half(1);
+}
+
+/// Seeds `0..N` (`ONCELOG_MODEL_SEEDS`, default [`DEFAULT_SEEDS`]): `half` 0
+/// runs the first half, 1 the second; a single `ONCELOG_MODEL_SEED` runs in
+/// half 0.
+fn run_half(half: u64) {
     let seeds: Vec<u64> = match env_num("ONCELOG_MODEL_SEED") {
-        Some(s) => vec![s],
-        None => (0..env_num("ONCELOG_MODEL_SEEDS").unwrap_or(DEFAULT_SEEDS)).collect(),
+        Some(s) if half == 0 => vec![s],
+        Some(_) => return,
+        None => {
+            let n = env_num("ONCELOG_MODEL_SEEDS").unwrap_or(DEFAULT_SEEDS);
+            let mid = n / 2;
+            if half == 0 { 0..mid } else { mid..n }.collect()
+        }
     };
     let ops = env_num("ONCELOG_MODEL_OPS").map_or(DEFAULT_OPS, |n| n as usize);
     let show = std::env::var_os("ONCELOG_MODEL_TRACE").is_some();
@@ -1363,12 +1412,14 @@ fn producers_follow_the_model_through_crashes_faults_and_expiry() {
         }
     }
     COUNTS.with(|c| {
+        let mut out = String::new();
         for (what, n) in c.borrow().iter() {
-            eprintln!("  {n:>8}  {what}");
+            out += &format!("  {n:>8}  {what}\n");
         }
+        eprint!("{out}");
     });
     eprintln!(
-        "producer_model: {ran} of {} seeds x {ops} operations in {:.1?}",
+        "producer_model (half {half}): {ran} of {} seeds x {ops} operations in {:.1?}",
         seeds.len(),
         started.elapsed()
     );

@@ -41,6 +41,15 @@ pub enum CrashMode {
         /// Seed of the draw.
         seed: u64,
     },
+    /// A power loss in the middle of writing back: each file's unsynced
+    /// bytes survive in order up to a cut drawn from `seed`, and the rest of
+    /// the 4 KiB page holding the cut is torn: whole 512-byte sectors of it
+    /// kept their old bytes or hold garbage. The file's length is the synced
+    /// length, or the end of the torn page (at most the written length).
+    TornTail {
+        /// Seed of the draw.
+        seed: u64,
+    },
 }
 
 #[derive(Debug, Default)]
@@ -129,6 +138,45 @@ fn next_rand(state: &mut u64) -> u64 {
     z ^ (z >> 31)
 }
 
+/// What [`CrashMode::TornTail`] leaves of one file.
+fn torn_tail(f: &FileBytes, rng: &mut u64) -> Vec<u8> {
+    // The first byte that differs: written back before it, for certain.
+    let same = f
+        .durable
+        .iter()
+        .zip(&f.live)
+        .take_while(|(a, b)| a == b)
+        .count();
+    if same == f.live.len() && f.live.len() <= f.durable.len() {
+        return f.durable.clone(); // nothing unsynced (or only a shrink)
+    }
+    let span = (f.live.len() - same) as u64;
+    let cut = same + (next_rand(rng) % (span + 1)) as usize;
+    let page_end = (cut.div_ceil(PAGE) * PAGE).min(f.live.len());
+    let len = if next_rand(rng).is_multiple_of(4) {
+        f.durable.len()
+    } else {
+        page_end.max(f.durable.len())
+    };
+    let mut out = f.durable.clone();
+    out.resize(len, 0);
+    let upto = cut.min(len);
+    out[same.min(upto)..upto].copy_from_slice(&f.live[same.min(upto)..upto]);
+    // The torn rest of the cut's page, sector by sector: old bytes (zeros
+    // past the synced length) or garbage.
+    let mut at = upto;
+    while at < page_end.min(len) {
+        let end = ((at / 512 + 1) * 512).min(page_end.min(len));
+        if next_rand(rng).is_multiple_of(2) {
+            for b in &mut out[at..end] {
+                *b = next_rand(rng) as u8;
+            }
+        }
+        at = end;
+    }
+    out
+}
+
 impl SimStorage {
     /// An empty disk.
     pub fn new() -> Self {
@@ -142,7 +190,7 @@ impl SimStorage {
         st.generation += 1;
         st.locks.clear();
         let mut rng = match mode {
-            CrashMode::RandomPages { seed } => seed,
+            CrashMode::RandomPages { seed } | CrashMode::TornTail { seed } => seed,
             _ => 0,
         };
         if mode == CrashMode::KeepAll {
@@ -170,6 +218,7 @@ impl SimStorage {
                         }
                         out
                     }
+                    CrashMode::TornTail { .. } => torn_tail(&f, &mut rng),
                     _ => f.durable.clone(),
                 };
                 f.durable = kept.clone();
@@ -335,7 +384,11 @@ impl StorageFile for SimFile {
         }
         if let Some(left) = st.space_left {
             if growth > left {
-                n = 0;
+                // As a real file system does: what fits is written (a short
+                // write), then the retried rest fails with ENOSPC.
+                let fits = (f.live.len() + left as usize).saturating_sub(offset);
+                n = n.min(fits);
+                st.space_left = Some(0);
                 result = Err(io::Error::from_raw_os_error(libc::ENOSPC));
             } else {
                 st.space_left = Some(left - growth);
@@ -608,7 +661,39 @@ mod tests {
             a.write_at(b"xyz", 7).unwrap_err().raw_os_error(),
             Some(libc::ENOSPC)
         );
-        a.write_at(b"xy", 7).unwrap();
+        // What fitted was written: a short write.
+        assert_eq!(sim.file_bytes(Path::new("/d/a")).unwrap(), b"1111223xy");
+        a.write_at(b"XY", 7).unwrap(); // overwrites need no space
+        assert!(a.write_at(b"z", 9).is_err());
+        sim.set_space_left(None);
+        a.write_at(b"z", 9).unwrap();
+        assert_eq!(sim.file_bytes(Path::new("/d/a")).unwrap(), b"1111223XYz");
+    }
+
+    #[test]
+    fn torn_tail_keeps_a_prefix_of_the_unsynced_bytes_and_tears_one_page() {
+        let live: Vec<u8> = (0..5 * PAGE).map(|i| (i % 251) as u8 + 1).collect();
+        for seed in 0..200 {
+            let sim = SimStorage::new();
+            sim.create_dir_all(Path::new("/d")).unwrap();
+            let a = sim.open(Path::new("/d/a"), OpenMode::Create).unwrap();
+            a.write_at(&live[..1000], 0).unwrap();
+            a.sync_data().unwrap();
+            sim.sync_dir(Path::new("/d")).unwrap();
+            a.write_at(&live[1000..], 1000).unwrap();
+            sim.crash(CrashMode::TornTail { seed });
+            let got = sim.file_bytes(Path::new("/d/a")).unwrap();
+            assert!(got.len() >= 1000 && got.len() <= live.len(), "seed {seed}");
+            assert_eq!(got[..1000], live[..1000], "seed {seed}: synced bytes kept");
+            // A prefix of the rest matches; past it, at most one page differs.
+            let same = got.iter().zip(&live).take_while(|(a, b)| a == b).count();
+            let torn_end = same.div_ceil(PAGE) * PAGE;
+            assert!(
+                got.len() <= torn_end.max(1000),
+                "seed {seed}: {} > {torn_end}",
+                got.len()
+            );
+        }
     }
 
     #[test]
