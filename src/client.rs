@@ -240,7 +240,10 @@ impl Producer {
     /// durability, is returned as [`Error::NotAcknowledged`] with the
     /// sequence: the batch may be in the log; re-send it at that sequence
     /// after reopening (`Store::producer` for a named producer,
-    /// `Store::resume_producer` for an anonymous one).
+    /// `Store::resume_producer` for an anonymous one). Except for a full
+    /// disk met while writing ([`Error::is_disk_full`]): the log is
+    /// unchanged and the next send reuses the sequence, so once space is
+    /// freed, sending again needs no reopen.
     pub fn send(
         &self,
         topic: &str,

@@ -241,9 +241,39 @@ impl Error {
     ///
     /// Today that is [`Error::TooManyProducers`] (producers expire). I/O
     /// errors are not: a failed write or fsync poisons the log until the
-    /// store is reopened.
+    /// store is reopened; a full disk (see [`Error::is_disk_full`]) needs
+    /// space freed first.
     pub fn is_retryable(&self) -> bool {
         matches!(self, Error::TooManyProducers { .. })
+    }
+
+    /// Whether the error is a full disk or an exhausted quota (`ENOSPC`,
+    /// `EDQUOT`), directly or as the cause of a [`Error::NotAcknowledged`].
+    /// An append that failed this way while writing its batch left the log
+    /// as it was: once space is freed, appends go on without a reopen.
+    pub fn is_disk_full(&self) -> bool {
+        match self {
+            Error::Io { source, .. } => {
+                matches!(source.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT))
+            }
+            Error::NotAcknowledged { source, .. } => source.is_disk_full(),
+            _ => false,
+        }
+    }
+
+    /// A full disk met while writing a batch into a segment, or while
+    /// creating a segment or writing an index file during a roll (never
+    /// while syncing): nothing the log had acknowledged or synced changed,
+    /// and the failed step is redone by the next append, so the log need
+    /// not be poisoned.
+    pub(crate) fn is_full_disk_before_sync(&self) -> bool {
+        matches!(
+            self,
+            Error::Io {
+                op: "write segment" | "create segment" | "write index" | "create index",
+                ..
+            }
+        ) && self.is_disk_full()
     }
 
     pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Error {
@@ -256,7 +286,19 @@ impl Error {
 
     /// A format error found in bytes that start at file position `start`:
     /// the position (and the message) become positions in the file.
+    /// A batch cut short (its length field reaches past the data) is
+    /// reported at its own start, where the damage is, not at the end.
     pub(crate) fn corrupt_batch(path: impl Into<PathBuf>, start: u64, e: FormatError) -> Error {
+        if let crate::format::FormatErrorKind::Truncated { needed, available } = e.kind {
+            return Error::corrupt(
+                path,
+                start,
+                format!(
+                    "the batch at byte {start} is cut short: it needs {needed} bytes, \
+                     only {available} remain"
+                ),
+            );
+        }
         let shifted = e.shifted(usize::try_from(start).unwrap_or(usize::MAX));
         Error::corrupt(path, shifted.position as u64, shifted.to_string())
     }
@@ -383,6 +425,16 @@ impl fmt::Display for Error {
             Error::InvalidProducer { producer, reason } => {
                 write!(f, "invalid producer {producer}: {reason}")
             }
+            Error::NotAcknowledged {
+                log,
+                producer_id,
+                epoch,
+                sequence,
+                source,
+            } if source.is_full_disk_before_sync() => write!(
+                f,
+                "batch of producer {producer_id} epoch {epoch} at sequence {sequence} on {log} was refused, the log is unchanged ({source}); free space and send it again at sequence {sequence}"
+            ),
             Error::NotAcknowledged {
                 log,
                 producer_id,

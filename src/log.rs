@@ -14,7 +14,14 @@
 //!   are sealed, so only the active segment is fsynced by group commit.
 //! - After any failed write or fsync, `poison` is set and every later append,
 //!   flush and durable wait fails with [`Error::Poisoned`]; the fsync is never
-//!   retried.
+//!   retried. One exception: a full disk (`ENOSPC`, `EDQUOT`) met while
+//!   writing a batch or checkpoint into the active segment, or while a roll
+//!   writes index files or creates the next segment. Such a step comes
+//!   before any in-memory state changes (a batch is written past the
+//!   committed length), and no fsync failed, so the log is as it was: the
+//!   next append redoes the roll (sealing is idempotent) and writes over
+//!   whatever prefix landed; a seal cuts the file to the committed length,
+//!   and recovery cuts such bytes as a torn tail.
 //! - Retention deletes only sealed segments, persists the new log start
 //!   offset before deleting anything, and readers that still hold a deleted
 //!   segment's bytes keep them valid.
@@ -611,9 +618,16 @@ impl Log {
         self.inner.sync_cv.notify_all();
     }
 
-    /// Run `f`; if it fails, poison the log.
+    /// Run `f`; if it fails, poison the log (but for a full disk met while
+    /// writing into the active segment: see the module invariants).
     fn or_poison<T>(&self, f: impl FnOnce() -> Result<T>) -> Result<T> {
-        f().inspect_err(|e| self.poison(e))
+        f().inspect_err(|e| {
+            if e.is_full_disk_before_sync() {
+                tracing::warn!(log = %self.inner.name, error = %e, "disk full: append refused, log unchanged");
+            } else {
+                self.poison(e);
+            }
+        })
     }
 
     fn write_batch(&self, batch: &[u8], view: &BatchView<'_>) -> Result<(AppendOutcome, i64)> {
@@ -1096,7 +1110,9 @@ impl Log {
         drop(st);
         let out = f();
         let mut st = lock(&inner.sync);
-        if let Err(e) = &out {
+        if let Err(e) = &out
+            && !e.is_full_disk_before_sync()
+        {
             let _ = inner.poison.set(e.to_string());
             st.deadline = None;
         }

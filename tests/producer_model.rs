@@ -613,6 +613,9 @@ impl World {
             self.label(),
             describe(&r)
         ));
+        if hit && matches!(fault, Some(Fault::NoSpace { .. })) {
+            return self.after_full_disk(pi, part, seq, n, exp, before, r);
+        }
         if hit {
             let e = match r {
                 Err(e) => e,
@@ -654,6 +657,56 @@ impl World {
             return;
         }
         self.settle(pi, part, seq, n, exp, None, before, r, d, false);
+    }
+
+    /// An append refused for a full disk, which has been freed again: the
+    /// log must be as it was, and the same batch (same sequence) appends at
+    /// once, without a reopen, unless the disk filled up while sealing a
+    /// segment (then the log is poisoned, as after any failed write).
+    #[allow(clippy::too_many_arguments)]
+    fn after_full_disk(
+        &mut self,
+        pi: usize,
+        part: usize,
+        seq: i32,
+        n: usize,
+        exp: Expect,
+        before: i64,
+        r: oncelog::Result<AppendOutcome>,
+    ) {
+        let label = self.label();
+        let e = r.expect_err("a hit");
+        assert!(
+            e.is_disk_full(),
+            "{label}: expected a full-disk error, got {e}"
+        );
+        // A checkpoint written before the batch may have gone in; no data.
+        let data = stored(&self.logs[part])
+            .into_iter()
+            .filter(|b| b.base >= before && !b.control)
+            .count();
+        assert_eq!(data, 0, "{label}: a refused append left data in the log");
+        let before = self.logs[part].next_offset();
+        let (r, d) = self.perform(pi, part, seq, n, true);
+        trace(format!(
+            "{label}: space freed; re-send p{pi} part {part} seq {seq} n {n} -> {}",
+            describe(&r)
+        ));
+        match r {
+            Err(e) if matches!(e.kind(), "poisoned" | "not_acknowledged") => {
+                assert!(
+                    matches!(&e, Error::Poisoned { .. })
+                        || matches!(&e, Error::NotAcknowledged { source, .. } if source.kind() == "poisoned"),
+                    "{label}: {e}"
+                );
+                count("full disk while sealing: poisoned");
+                self.poisoned = true;
+            }
+            r => {
+                count("full disk: append refused, then resumed without a reopen");
+                self.settle(pi, part, seq, n, exp, None, before, r, d, true);
+            }
+        }
     }
 
     /// Re-send one of the producer's earlier batches (any of them).
