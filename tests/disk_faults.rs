@@ -74,10 +74,9 @@ fn fill_and_free(fs: &Tmpfs, segment_bytes: u64, preallocate: u64, record: usize
     for i in 0..100_000 {
         let v = value(i, record);
         let r = if i % 4 == 3 {
-            plain.append(&sized_batch(record, b'p', 0)).map(|o| {
-                plain_acked += 1;
-                o
-            })
+            plain
+                .append(&sized_batch(record, b'p', 0))
+                .inspect(|_| plain_acked += 1)
         } else {
             producer
                 .send("t", 0, &[Message::new(&v)])
