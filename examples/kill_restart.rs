@@ -1471,18 +1471,18 @@ impl Harness {
                 None => run.spawned + READY_WAIT,
                 Some(r) => r + EVENT_WAIT,
             });
-            let wait = due.saturating_duration_since(Instant::now());
-            match rx.recv_timeout(wait) {
-                Ok((at, line)) => self.on_line(&mut run, at, &line),
-                Err(mpsc::RecvTimeoutError::Timeout) => {
-                    if Instant::now() < due {
-                        continue;
-                    }
-                    if run.kill_at.is_none() && run.ready.is_none() {
-                        self.violation(cycle, None, "the child did not become ready");
-                    }
-                    break;
+            // Checked before every line, so that a steady stream of lines
+            // cannot delay the kill.
+            let now = Instant::now();
+            if now >= due {
+                if run.kill_at.is_none() && run.ready.is_none() {
+                    self.violation(cycle, None, "the child did not become ready");
                 }
+                break;
+            }
+            match rx.recv_timeout(due - now) {
+                Ok((at, line)) => self.on_line(&mut run, at, &line),
+                Err(mpsc::RecvTimeoutError::Timeout) => continue,
                 Err(mpsc::RecvTimeoutError::Disconnected) => {
                     exited = true;
                     break;

@@ -247,33 +247,38 @@ impl Error {
         matches!(self, Error::TooManyProducers { .. })
     }
 
-    /// Whether the error is a full disk or an exhausted quota (`ENOSPC`,
-    /// `EDQUOT`), directly or as the cause of a [`Error::NotAcknowledged`].
-    /// An append that failed this way while writing its batch left the log
-    /// as it was: once space is freed, appends go on without a reopen.
+    /// Whether the operation was refused for a full disk or an exhausted
+    /// quota (`ENOSPC`, `EDQUOT`) while creating or writing a file, before
+    /// anything was synced: directly or as the cause of an
+    /// [`Error::NotAcknowledged`]. Such an append left the log as it was:
+    /// once space is freed, appends go on without a reopen. (`ENOSPC` from
+    /// an fsync is not this: it is a failed fsync, and poisons the log.)
     pub fn is_disk_full(&self) -> bool {
         match self {
-            Error::Io { source, .. } => {
-                matches!(source.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT))
-            }
+            Error::Io { .. } => self.is_full_disk_before_sync(),
             Error::NotAcknowledged { source, .. } => source.is_disk_full(),
             _ => false,
         }
     }
 
-    /// A full disk met while writing a batch into a segment, or while
-    /// creating a segment or writing an index file during a roll (never
-    /// while syncing): nothing the log had acknowledged or synced changed,
-    /// and the failed step is redone by the next append, so the log need
-    /// not be poisoned.
+    /// A full disk met while writing a batch's body into a segment, while
+    /// creating a segment or writing an index file during a roll, or while
+    /// writing a metadata file's temporary copy (never while syncing, and
+    /// never the last write of a batch, its first bytes, which completes
+    /// it): nothing the log had acknowledged or synced changed, and the
+    /// failed step is redone by the next append, so the log need not be
+    /// poisoned.
     pub(crate) fn is_full_disk_before_sync(&self) -> bool {
-        matches!(
-            self,
+        match self {
             Error::Io {
-                op: "write segment" | "create segment" | "write index" | "create index",
+                op:
+                    "write segment" | "create segment" | "write index" | "create index" | "write file"
+                    | "create file",
+                source,
                 ..
-            }
-        ) && self.is_disk_full()
+            } => matches!(source.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT)),
+            _ => false,
+        }
     }
 
     pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Error {
@@ -286,9 +291,11 @@ impl Error {
 
     /// A format error found in bytes that start at file position `start`:
     /// the position (and the message) become positions in the file.
-    /// A batch cut short (its length field reaches past the data) is
-    /// reported at its own start, where the damage is, not at the end.
-    pub(crate) fn corrupt_batch(path: impl Into<PathBuf>, start: u64, e: FormatError) -> Error {
+    /// A framing error of the batch at file position `start` (from
+    /// `BatchView::parse` or `parse_header_only`): a batch cut short (its
+    /// length field reaches past the data) is reported at its own start,
+    /// where the damage is, not at the end of the data.
+    pub(crate) fn corrupt_frame(path: impl Into<PathBuf>, start: u64, e: FormatError) -> Error {
         if let crate::format::FormatErrorKind::Truncated { needed, available } = e.kind {
             return Error::corrupt(
                 path,
@@ -299,6 +306,10 @@ impl Error {
                 ),
             );
         }
+        Error::corrupt_batch(path, start, e)
+    }
+
+    pub(crate) fn corrupt_batch(path: impl Into<PathBuf>, start: u64, e: FormatError) -> Error {
         let shifted = e.shifted(usize::try_from(start).unwrap_or(usize::MAX));
         Error::corrupt(path, shifted.position as u64, shifted.to_string())
     }

@@ -15,13 +15,17 @@
 //! - After any failed write or fsync, `poison` is set and every later append,
 //!   flush and durable wait fails with [`Error::Poisoned`]; the fsync is never
 //!   retried. One exception: a full disk (`ENOSPC`, `EDQUOT`) met while
-//!   writing a batch or checkpoint into the active segment, or while a roll
-//!   writes index files or creates the next segment. Such a step comes
-//!   before any in-memory state changes (a batch is written past the
-//!   committed length), and no fsync failed, so the log is as it was: the
-//!   next append redoes the roll (sealing is idempotent) and writes over
-//!   whatever prefix landed; a seal cuts the file to the committed length,
-//!   and recovery cuts such bytes as a torn tail.
+//!   writing a batch's body or a checkpoint into the active segment, or
+//!   while a roll writes index files or creates the next segment. No fsync
+//!   failed and nothing acknowledged changed: a batch is written past the
+//!   committed length, which moves only once it is whole (its first bytes,
+//!   written last, are not such a step: they may complete it); a failed
+//!   roll is redone by the next append (sealing is idempotent). Whatever
+//!   prefix landed, the next append writes over, a seal cuts, and recovery
+//!   cuts as a torn tail. A roll whose new segment got no checkpoint leaves
+//!   an empty active segment: the next append, a retention pass (before it
+//!   deletes the segment holding the last checkpoint) or a clean close
+//!   writes it.
 //! - Retention deletes only sealed segments, persists the new log start
 //!   offset before deleting anything, and readers that still hold a deleted
 //!   segment's bytes keep them valid.
@@ -925,7 +929,12 @@ impl Log {
     }
 
     fn checkpoint_locked(&self, w: &mut Writer) -> Result<()> {
-        if !w.checkpoint.dirty {
+        // An empty active segment of a log with state (a roll whose
+        // checkpoint write failed, or a crash right after a roll) gets its
+        // first checkpoint even if the table did not change.
+        let empty =
+            w.active.committed_len() == 0 && (w.checkpoint.enabled || !w.producers.is_empty());
+        if !w.checkpoint.dirty && !empty {
             return Ok(());
         }
         if w.active.committed_len() > 0
@@ -1327,7 +1336,7 @@ impl Log {
             while pos < data.len() {
                 let at = from + pos as u64;
                 let view = BatchView::parse(&data[pos..])
-                    .map_err(|e| Error::corrupt_batch(&seg.path, at, e))?;
+                    .map_err(|e| Error::corrupt_frame(&seg.path, at, e))?;
                 pos += view.total_len();
                 if view.is_control()
                     || view.max_timestamp() < timestamp
@@ -1367,7 +1376,7 @@ impl Log {
         self.retention_locked(&mut w)
     }
 
-    fn retention_locked(&self, _w: &mut Writer) -> Result<RetentionReport> {
+    fn retention_locked(&self, w: &mut Writer) -> Result<RetentionReport> {
         let inner = &*self.inner;
         let cfg = &inner.config;
         let segs = self.segments();
@@ -1405,11 +1414,20 @@ impl Log {
         }
         let new_start = segs[delete].base_offset.max(self.log_start_offset());
         // The producer state of the deleted segments lives on in the
-        // checkpoint that starts the first remaining one: it must be durable
-        // before they go. Sealed segments are; the active one may not be.
+        // checkpoint that starts the first remaining one: it must be there,
+        // and durable, before they go. Sealed segments start with one (once
+        // the log has state) and are durable. The active one may be empty
+        // (a roll whose checkpoint write failed, or a crash right after a
+        // roll): write its checkpoint now.
         let first_kept = &segs[delete];
-        if delete == segs.len() - 1 && first_kept.committed_len() > 0 {
-            self.wait_durable(first_kept.base_offset + 1)?;
+        if delete == segs.len() - 1 {
+            if first_kept.committed_len() == 0 && (w.checkpoint.enabled || !w.producers.is_empty())
+            {
+                self.or_poison(|| self.write_checkpoint(w))?;
+            }
+            if first_kept.committed_len() > 0 {
+                self.wait_durable(first_kept.base_offset + 1)?;
+            }
         }
         // Persist the new start first: a crash after this point finishes the
         // deletion at the next open; before it, nothing changed.
@@ -1598,7 +1616,7 @@ impl Iterator for BatchIter<'_> {
                 }
                 Err(e) => {
                     self.done = true;
-                    return Some(Err(Error::corrupt_batch(path(), at, e)));
+                    return Some(Err(Error::corrupt_frame(path(), at, e)));
                 }
             }
         }

@@ -183,7 +183,7 @@ fn control_positions(data: &[u8], path: &Path) -> Result<Vec<u64>> {
     let mut p = 0usize;
     while p < data.len() {
         let view = BatchView::parse_header_only(&data[p..])
-            .map_err(|e| Error::corrupt_batch(path, p as u64, e))?;
+            .map_err(|e| Error::corrupt_frame(path, p as u64, e))?;
         if view.is_control() {
             out.push(p as u64);
         }
@@ -250,7 +250,7 @@ pub(crate) fn recover_producers(
                 }
             }
             let first =
-                BatchView::parse(&data).map_err(|e| Error::corrupt_batch(&seg.path, 0, e))?;
+                BatchView::parse(&data).map_err(|e| Error::corrupt_frame(&seg.path, 0, e))?;
             if !first.is_control() {
                 // Began with an empty table: replay the whole segment.
                 break 'search (i, 0);
@@ -283,7 +283,7 @@ pub(crate) fn recover_producers(
             } else {
                 BatchView::parse(&data[p..])
             }
-            .map_err(|e| Error::corrupt_batch(&seg.path, at, e))?;
+            .map_err(|e| Error::corrupt_frame(&seg.path, at, e))?;
             let next = view
                 .base_offset()
                 .checked_add(i64::from(view.last_offset_delta()))

@@ -389,13 +389,22 @@ impl Segment {
         }
         // Write the later parts first, the first part (holding the header
         // start) last: a crash in between leaves a batch whose header does not
-        // match, which recovery cuts like any torn write.
+        // match, which recovery cuts like any torn write. (Unless the missing
+        // bytes are the ones already there: a base offset of 0 over zeros. The
+        // batch is then whole, so a failure of that last write is not a
+        // refusal that left the log unchanged: its op poisons the log, see
+        // `Error::is_full_disk_before_sync`.)
         let mut at = end;
-        for part in parts.iter().rev() {
+        for (i, part) in parts.iter().enumerate().rev() {
             at -= part.len() as u64;
+            let op = if i == 0 && parts.len() > 1 {
+                "write batch start"
+            } else {
+                "write segment"
+            };
             self.file
                 .write_at(part, at)
-                .map_err(|e| Error::io("write segment", &self.path, e))?;
+                .map_err(|e| Error::io(op, &self.path, e))?;
         }
         let rel = u32::try_from(base_offset - self.base_offset).unwrap_or(u32::MAX);
         self.index
@@ -522,7 +531,7 @@ impl Segment {
         while pos < data.len() {
             let at = start + pos as u64;
             let view = BatchView::parse_header_only(&data[pos..])
-                .map_err(|e| Error::corrupt_batch(&self.path, at, e))?;
+                .map_err(|e| Error::corrupt_frame(&self.path, at, e))?;
             if view.base_offset() != expected || view.last_offset() < view.base_offset() {
                 return Err(Error::corrupt(
                     &self.path,

@@ -12,7 +12,7 @@
 //! debug test run).
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -33,17 +33,36 @@ fn example_binary() -> PathBuf {
          for a debug test run) before `cargo test --test kill_restart`",
         bin.display()
     );
-    let source = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/kill_restart.rs");
-    let modified = |p: &PathBuf| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-    if let (Some(b), Some(s)) = (modified(&bin), modified(&source)) {
-        assert!(
-            b >= s,
-            "{} is older than examples/kill_restart.rs: rebuild it with \
-             `cargo build --release --examples`",
-            bin.display()
-        );
+    // The binary must be newer than its source and the engine's.
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let mut sources = vec![
+        root.join("examples/kill_restart.rs"),
+        root.join("Cargo.toml"),
+    ];
+    rust_files(&root.join("src"), &mut sources);
+    if let Some(b) = modified(&bin) {
+        for s in &sources {
+            assert!(
+                modified(s).is_none_or(|s| b >= s),
+                "{} is older than {}: rebuild it with `cargo build --release --examples`",
+                bin.display(),
+                s.display()
+            );
+        }
     }
     bin
+}
+
+fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            rust_files(&path, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
 }
 
 /// The figures of the harness's last line,

@@ -1514,3 +1514,108 @@ fn retention_makes_the_surviving_checkpoint_durable_before_deleting() {
         );
     }
 }
+
+/// A roll that created the next segment but could not write its first
+/// checkpoint (a full disk; or a crash right after the roll) leaves an empty
+/// active segment. Age retention must not then delete the last sealed
+/// segment, whose checkpoint holds the producer state, before the active one
+/// has a checkpoint of its own; nor may a clean close leave it without one.
+/// (Found by review: the state was lost, and a retry appended twice.)
+#[test]
+fn retention_after_a_roll_without_its_checkpoint_keeps_producer_state() {
+    const T0: i64 = 1_700_000_000_000;
+    let big = |id: i64, epoch: i16, seq: i32, size: usize| {
+        let mut b = BatchBuilder::new().with_producer(id, epoch, seq);
+        b.push(T0, None, Some(&vec![7u8; size]), &[]);
+        b.build()
+    };
+    let segments = |sim: &SimStorage| {
+        sim.list_dir(Path::new("/s/t-0"))
+            .unwrap()
+            .into_iter()
+            .filter(|n| n.ends_with(".log"))
+            .count()
+    };
+    for (how, close) in [
+        ("full disk", false),
+        ("full disk", true),
+        ("crash", false),
+        ("crash", true),
+    ] {
+        let mut reached = false;
+        for k in 0..6000u64 {
+            let sim = SimStorage::new();
+            let clock = Arc::new(ManualClock::new(T0));
+            let cfg = Config::default()
+                .with_segment_bytes(4096)
+                .with_durability(Durability::Sync)
+                .with_retention(Some(std::time::Duration::from_secs(3600)))
+                .with_retention_check_interval(std::time::Duration::from_secs(1 << 20))
+                .with_clock(clock.clone());
+            let store = Store::open_with_storage("/s", cfg.clone(), Arc::new(sim.clone())).unwrap();
+            let mut log = store.log("t", 0).unwrap();
+            let (id, epoch) = store.init_producer().unwrap();
+            let mut acked = Vec::new();
+            for seq in 0..3 {
+                acked.push(appended(log.append(&big(id, epoch, seq, 1000))));
+            }
+            log.checkpoint().unwrap();
+            let mut store = Some(store);
+            // The next batch rolls; make the roll's checkpoint fail.
+            let r = if how == "full disk" {
+                sim.set_space_left(Some(k * 8));
+                let r = log.append(&big(id, epoch, 3, 2000));
+                sim.set_space_left(None);
+                if !r.as_ref().is_err_and(Error::is_disk_full) || segments(&sim) != 2 {
+                    continue;
+                }
+                r
+            } else {
+                if k > 12 {
+                    break;
+                }
+                sim.fail_write_at(k, 0);
+                let r = log.append(&big(id, epoch, 3, 2000));
+                sim.fail_write_at(1 << 40, 0);
+                drop(log);
+                drop(store.take());
+                sim.crash(CrashMode::KeepAll);
+                let s = Store::open_with_storage("/s", cfg.clone(), Arc::new(sim.clone())).unwrap();
+                log = s.log("t", 0).unwrap();
+                store = Some(s);
+                let rr = log.recovery_report();
+                if !(rr.segments == 2 && rr.batches_scanned == 0) {
+                    continue;
+                }
+                r
+            };
+            reached = true;
+            assert!(r.is_err(), "{how}");
+            let store = store.unwrap();
+            clock.advance(std::time::Duration::from_secs(7200));
+            log.enforce_retention().unwrap();
+            drop(log);
+            if close {
+                store.close().unwrap();
+            } else {
+                drop(store);
+                sim.crash(CrashMode::KeepAll);
+            }
+            let store = Store::open_with_storage("/s", cfg, Arc::new(sim.clone())).unwrap();
+            let log = store.log("t", 0).unwrap();
+            let what = format!("{how}, close {close}, k {k}");
+            assert_eq!(log.recovery_report().producers, 1, "{what}");
+            for (seq, (base, last)) in acked.iter().enumerate() {
+                let o = log.append(&big(id, epoch, seq as i32, 1000)).unwrap();
+                // Older batches may be gone with their segment, still a
+                // duplicate (without offsets once retention removed them).
+                assert!(o.is_duplicate(), "{what}: retry of {seq} -> {o:?}");
+                if let Some(b) = o.base_offset() {
+                    assert_eq!((b, o.last_offset().unwrap()), (*base, *last), "{what}");
+                }
+            }
+            break;
+        }
+        assert!(reached, "{how}: the failing roll was never reached");
+    }
+}

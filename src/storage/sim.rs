@@ -7,7 +7,8 @@
 //! random subset of 4 KiB pages) and invalidates every handle opened before
 //! it, as a power loss does; the engine then reopens from what remains.
 //! Faults: the N-th write or sync can fail with EIO (a write may first land a
-//! prefix: a short write), and a byte budget makes writes fail with ENOSPC.
+//! prefix: a short write), and a byte budget makes writes fail with ENOSPC
+//! (after writing what fits) and, once spent, file creation too.
 //!
 //! Invariants:
 //! - A file's durable bytes change only in `sync_data`/`sync_all`, and a
@@ -525,6 +526,10 @@ impl Storage for SimStorage {
             (Some(Entry::File(d)), _) => Arc::clone(d),
             (None, OpenMode::Existing) => {
                 return Err(io::Error::new(io::ErrorKind::NotFound, "no such file"));
+            }
+            // A new name needs room too (a directory entry, an inode).
+            (None, _) if st.space_left == Some(0) => {
+                return Err(io::Error::from_raw_os_error(libc::ENOSPC));
             }
             (None, _) => {
                 let d: FileData = Arc::default();
