@@ -937,11 +937,13 @@ impl Log {
         if !w.checkpoint.dirty && !empty {
             return Ok(());
         }
+        let next = self.inner.next_offset.load(Ordering::Acquire);
         if w.active.committed_len() > 0
-            && w.active.committed_len() + w.checkpoint.last_len > u64::from(u32::MAX)
+            && (w.active.committed_len() + w.checkpoint.last_len > u64::from(u32::MAX)
+                || next - w.active.base_offset >= i64::from(i32::MAX))
         {
-            // Positions must fit the index: the roll writes the checkpoint
-            // at the start of the next segment.
+            // Positions and offsets must fit the index (as for appends): the
+            // roll writes the checkpoint at the start of the next segment.
             return self.or_poison(|| self.roll(w));
         }
         self.or_poison(|| self.write_checkpoint(w))

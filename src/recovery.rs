@@ -133,6 +133,7 @@ pub(crate) fn write_file_atomically(
 #[derive(Debug, Default)]
 pub(crate) struct ProducersLoaded {
     pub checkpoint_offset: Option<i64>,
+    pub checkpoint_next: Option<i64>,
     pub checkpoint_len: u64,
     pub batches_replayed: u64,
     pub bytes_replayed: u64,
@@ -142,6 +143,9 @@ pub(crate) struct ProducersLoaded {
 /// A decoded checkpoint batch.
 struct Found {
     offset: i64,
+    /// The offset after the checkpoint batch (the engine writes one offset;
+    /// a batch found in the log may claim more).
+    next: i64,
     len: u64,
     entries: Vec<(i64, Entry)>,
 }
@@ -150,6 +154,7 @@ struct Found {
 fn table_from(table: &mut ProducerTable, out: &mut ProducersLoaded, found: Found) -> u64 {
     table.load(found.entries);
     out.checkpoint_offset = Some(found.offset);
+    out.checkpoint_next = Some(found.next);
     out.checkpoint_len = found.len;
     found.len
 }
@@ -171,6 +176,7 @@ fn decode_checkpoint_at(data: &[u8]) -> std::result::Result<Found, crate::format
     })?;
     Ok(Found {
         offset: view.base_offset(),
+        next: view.next_offset(),
         len: view.total_len() as u64,
         entries,
     })
@@ -272,7 +278,7 @@ pub(crate) fn recover_producers(
         let mut expect = if from == 0 {
             Some(seg.base_offset)
         } else {
-            out.checkpoint_offset.map(|o| o + 1)
+            out.checkpoint_next
         };
         while p < data.len() {
             let at = from + p as u64;

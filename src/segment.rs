@@ -176,6 +176,15 @@ pub(crate) fn scan(data: &[u8], base_offset: i64, index_interval: u64) -> Scan {
             )));
             break;
         }
+        // The log rolls before a segment's offsets span more than i32::MAX
+        // (a checkpoint may add one): further is not a batch it wrote.
+        if view.last_offset() - base_offset > i64::from(i32::MAX) {
+            out.stop = Some(stop(format!(
+                "batch ends at offset {}, too far from segment base {base_offset}",
+                view.last_offset()
+            )));
+            break;
+        }
         let len = view.total_len() as u64;
         if view.is_control() {
             out.controls.push(pos as u64);
@@ -402,9 +411,20 @@ impl Segment {
             } else {
                 "write segment"
             };
-            self.file
-                .write_at(part, at)
-                .map_err(|e| Error::io(op, &self.path, e))?;
+            if let Err(e) = self.file.write_at(part, at) {
+                let err = Error::io(op, &self.path, e);
+                if err.is_full_disk_before_sync() {
+                    // Refused for space, and the log goes on: cut what landed
+                    // (the file ended at `pos`), so that no later, shorter
+                    // batch leaves part of it behind to be read as a batch.
+                    // Cutting also drops the space reserved past `pos`.
+                    self.file
+                        .set_len(pos)
+                        .map_err(|e| Error::io("cut a refused write", &self.path, e))?;
+                    self.reserved_to.store(pos, Ordering::Relaxed);
+                }
+                return Err(err);
+            }
         }
         let rel = u32::try_from(base_offset - self.base_offset).unwrap_or(u32::MAX);
         self.index

@@ -382,3 +382,61 @@ fn huge_intervals_mean_never_and_do_not_panic() {
     drop(log);
     store.close().unwrap();
 }
+
+/// A full disk refuses an append after part of its batch landed. The log
+/// goes on, so what landed must go: otherwise a later, shorter batch leaves
+/// the rest of it behind, and a batch carried inside the refused one's value
+/// could be read by recovery as a batch nobody appended (found by the
+/// model_ops fuzz target).
+#[test]
+fn a_refused_full_disk_write_leaves_nothing_behind() {
+    use oncelog::format::{BatchBuilder, set_base_offset};
+    let plain = |value: &[u8]| {
+        let mut b = BatchBuilder::new();
+        b.push(1_700_000_000_000, None, Some(value), &[]);
+        b.build()
+    };
+    let sim = SimStorage::new();
+    let cfg = Config::default().with_preallocate_bytes(0);
+    let store = Store::open_with_storage("/s", cfg.clone(), Arc::new(sim.clone())).unwrap();
+    let log = store.log("t", 0).unwrap();
+    log.append(&plain(b"first")).unwrap(); // offset 0
+    let path = Path::new("/s/t-0/00000000000000000000.log");
+    let end = sim.file_bytes(path).unwrap().len();
+    // A batch to smuggle in at offset 2, carried in a value, and a plain
+    // batch (offset 1) that ends exactly where the carried one starts.
+    let mut forged = plain(b"FORGED: never appended");
+    set_base_offset(&mut forged, 2).unwrap();
+    let (carrier, at, b) = (0..200)
+        .find_map(|pad| {
+            let mut value = vec![b'p'; pad];
+            value.extend_from_slice(&forged);
+            value.extend_from_slice(&[b't'; 300]);
+            let carrier = plain(&value);
+            let at = carrier
+                .windows(forged.len())
+                .position(|w| w == &forged[..])?;
+            (0..200)
+                .map(|n| plain(&vec![b'b'; n]))
+                .find(|b| b.len() == at)
+                .map(|b| (carrier, at, b))
+        })
+        .expect("a fitting padding");
+    sim.set_space_left(Some((at + forged.len() + 10) as u64));
+    let e = log.append(&carrier).unwrap_err();
+    assert!(e.is_disk_full(), "{e}");
+    assert_eq!(
+        sim.file_bytes(path).unwrap().len(),
+        end,
+        "the refused bytes were cut"
+    );
+    sim.set_space_left(None);
+    assert_eq!(log.append(&b).unwrap().base_offset(), Some(1));
+    drop(log);
+    sim.crash(CrashMode::KeepAll);
+    drop(store);
+    let store = Store::open_with_storage("/s", cfg, Arc::new(sim.clone())).unwrap();
+    let log = store.log("t", 0).unwrap();
+    assert_eq!(log.next_offset(), 2);
+    assert_eq!(log.recovery_report().bytes_truncated, 0);
+}

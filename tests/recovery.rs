@@ -252,3 +252,109 @@ fn stray_and_orphan_files_are_removed_and_missing_indexes_rebuilt() {
     let report = oncelog::verify(dir.path(), |_| {}).unwrap();
     assert!(report.is_sound(), "{:?}", report.problems);
 }
+
+/// Set a batch's base offset and lastOffsetDelta and fix its CRC: a batch
+/// the engine never writes, but a valid one.
+fn recrafted(mut v: Vec<u8>, base: i64, delta: i32) -> Vec<u8> {
+    v[0..8].copy_from_slice(&base.to_be_bytes());
+    v[23..27].copy_from_slice(&delta.to_be_bytes());
+    let crc = crc32c::crc32c(&v[21..]);
+    v[17..21].copy_from_slice(&crc.to_be_bytes());
+    v
+}
+
+fn producer_batch(id: i64, epoch: i16, seq: i32, value: &[u8]) -> Vec<u8> {
+    let mut b = oncelog::format::BatchBuilder::new().with_producer(id, epoch, seq);
+    b.push(1_700_000_000_000, None, Some(value), &[]);
+    b.build()
+}
+
+/// A valid checkpoint batch that claims several offsets (found by the
+/// recover_segment fuzz target): replay starts after all of them, and the
+/// log opens in either mode with its producer state.
+#[test]
+fn a_checkpoint_spanning_several_offsets_does_not_block_the_open() {
+    use oncelog::storage::SimStorage;
+    use std::sync::Arc;
+    let sim = SimStorage::new();
+    let cfg = Config::default().with_preallocate_bytes(0);
+    let store = Store::open_with_storage("/s", cfg.clone(), Arc::new(sim.clone())).unwrap();
+    let log = store.log("t", 0).unwrap();
+    let (id, epoch) = store.init_producer().unwrap();
+    log.append(&producer_batch(id, epoch, 0, b"a")).unwrap(); // offset 0
+    log.checkpoint().unwrap(); // offset 1
+    log.append(&producer_batch(id, epoch, 1, b"b")).unwrap(); // offset 2
+    drop(log);
+    drop(store); // a crash: the tail is replayed
+    let path = std::path::Path::new("/s/t-0/00000000000000000000.log");
+    let mut seg = sim.file_bytes(path).unwrap();
+    let first = 12 + u32::from_be_bytes(seg[8..12].try_into().unwrap()) as usize;
+    let ck_len = 12 + u32::from_be_bytes(seg[first + 8..first + 12].try_into().unwrap()) as usize;
+    let ck = recrafted(seg[first..first + ck_len].to_vec(), 1, 4); // offsets 1..=5
+    seg[first..first + ck_len].copy_from_slice(&ck);
+    let next = first + ck_len;
+    seg[next..next + 8].copy_from_slice(&6i64.to_be_bytes());
+    sim.set_file_bytes(path, &seg).unwrap();
+    for mode in [
+        RecoveryMode::TolerateTailCorruption,
+        RecoveryMode::TruncateAtCorruption,
+    ] {
+        let store = Store::open_with_storage(
+            "/s",
+            cfg.clone().with_recovery_mode(mode),
+            Arc::new(sim.clone()),
+        )
+        .unwrap_or_else(|e| panic!("{mode:?}: {e}"));
+        let log = store.log("t", 0).unwrap();
+        assert_eq!(log.next_offset(), 7, "{mode:?}");
+        assert_eq!(log.recovery_report().batches_replayed, 1, "{mode:?}");
+        let o = log.append(&producer_batch(id, epoch, 1, b"b")).unwrap();
+        assert_eq!(
+            (o.base_offset(), o.is_duplicate()),
+            (Some(6), true),
+            "{mode:?}"
+        );
+        drop(log);
+        drop(store);
+    }
+}
+
+/// A valid batch whose base offset is in the segment's range but whose last
+/// offset lies beyond what the log ever writes into one segment (found by
+/// the recover_segment fuzz target) is cut as the end of the log; checkpoints
+/// written afterwards (explicit, at close) stay where the next open accepts
+/// them, and the log opens again.
+#[test]
+fn a_batch_spanning_past_the_segments_offset_range_is_cut() {
+    use oncelog::storage::SimStorage;
+    use std::sync::Arc;
+    let sim = SimStorage::new();
+    let cfg = Config::default().with_preallocate_bytes(0);
+    let open = || Store::open_with_storage("/s", cfg.clone(), Arc::new(sim.clone()));
+    let store = open().unwrap();
+    let log = store.log("t", 0).unwrap();
+    let (id, epoch) = store.init_producer().unwrap();
+    log.append(&producer_batch(id, epoch, 0, b"a")).unwrap(); // offset 0
+    drop(log);
+    store.close().unwrap(); // a checkpoint at 1
+    let path = std::path::Path::new("/s/t-0/00000000000000000000.log");
+    let mut seg = sim.file_bytes(path).unwrap();
+    let kept = seg.len();
+    let far = 2 + i64::from(i32::MAX) + 1;
+    seg.extend(recrafted(batch("x", 1, 0), 2, i32::MAX)); // offsets 2..=2^31+1
+    seg.extend(recrafted(producer_batch(id, epoch, 1, b"y"), far, i32::MAX));
+    sim.set_file_bytes(path, &seg).unwrap();
+
+    let store = open().unwrap();
+    let log = store.log("t", 0).unwrap();
+    let r = log.recovery_report();
+    assert_eq!(r.next_offset, 2, "both crafted batches are cut: {r:?}");
+    assert_eq!(sim.file_bytes(path).unwrap().len(), kept);
+    log.checkpoint().unwrap();
+    log.append(&batch("after", 1, 0)).unwrap();
+    drop(log);
+    store.close().unwrap();
+    let store = open().unwrap();
+    let r = &store.recovery_reports()[0].2;
+    assert_eq!((r.bytes_truncated, r.batches_replayed), (0, 0), "{r:?}");
+}
