@@ -442,20 +442,23 @@ impl fmt::Display for Error {
                 epoch,
                 sequence,
                 source,
-            } if source.is_full_disk_before_sync() => write!(
-                f,
-                "batch of producer {producer_id} epoch {epoch} at sequence {sequence} on {log} was refused, the log is unchanged ({source}); free space and send it again at sequence {sequence}"
-            ),
-            Error::NotAcknowledged {
-                log,
-                producer_id,
-                epoch,
-                sequence,
-                source,
-            } => write!(
-                f,
-                "batch of producer {producer_id} epoch {epoch} at sequence {sequence} on {log} is not acknowledged and may or may not be in the log ({source}); after reopening, re-send it at sequence {sequence} to find out"
-            ),
+            } => {
+                write!(
+                    f,
+                    "batch of producer {producer_id} epoch {epoch} at sequence {sequence} on {log} "
+                )?;
+                if source.is_full_disk_before_sync() {
+                    write!(
+                        f,
+                        "was refused, the log is unchanged ({source}); free space and send it again at sequence {sequence}"
+                    )
+                } else {
+                    write!(
+                        f,
+                        "is not acknowledged and may or may not be in the log ({source}); after reopening, re-send it at sequence {sequence} to find out"
+                    )
+                }
+            }
         }
     }
 }
