@@ -289,8 +289,6 @@ impl Error {
         }
     }
 
-    /// A format error found in bytes that start at file position `start`:
-    /// the position (and the message) become positions in the file.
     /// A framing error of the batch at file position `start` (from
     /// `BatchView::parse` or `parse_header_only`): a batch cut short (its
     /// length field reaches past the data) is reported at its own start,
@@ -309,6 +307,8 @@ impl Error {
         Error::corrupt_batch(path, start, e)
     }
 
+    /// A format error found in bytes that start at file position `start`:
+    /// the position (and the message) become positions in the file.
     pub(crate) fn corrupt_batch(path: impl Into<PathBuf>, start: u64, e: FormatError) -> Error {
         let shifted = e.shifted(usize::try_from(start).unwrap_or(usize::MAX));
         Error::corrupt(path, shifted.position as u64, shifted.to_string())

@@ -21,8 +21,9 @@
 //!   committed length, which moves only once it is whole (its first bytes,
 //!   written last, are not such a step: they may complete it); a failed
 //!   roll is redone by the next append (sealing is idempotent). Whatever
-//!   prefix landed, the next append writes over, a seal cuts, and recovery
-//!   cuts as a torn tail. A roll whose new segment got no checkpoint leaves
+//!   prefix of a refused batch landed is cut from the file at once (a
+//!   failed cut poisons), so no later batch can leave part of it behind to
+//!   be read as a batch. A roll whose new segment got no checkpoint leaves
 //!   an empty active segment: the next append, a retention pass (before it
 //!   deletes the segment holding the last checkpoint) or a clean close
 //!   writes it.
