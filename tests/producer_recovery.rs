@@ -20,6 +20,14 @@ use oncelog::{AppendOutcome, Config, Durability, Error, Log, ManualClock, Messag
 const STORE: &str = "/store";
 const PAD: usize = 48;
 
+/// Small segments and index intervals, so that appends roll often.
+fn rolling(durability: Durability) -> Config {
+    Config::default()
+        .with_segment_bytes(1024)
+        .with_index_interval_bytes(256)
+        .with_durability(durability)
+}
+
 fn open(sim: &SimStorage, cfg: Config) -> Store {
     Store::open_with_storage(STORE, cfg, Arc::new(sim.clone())).unwrap()
 }
@@ -486,10 +494,7 @@ fn many_segment_rolls_with_a_checkpoint_at_every_segment_start() {
     ] {
         let label = format!("{end:?}");
         let sim = SimStorage::new();
-        let cfg = Config::default()
-            .with_segment_bytes(1024)
-            .with_index_interval_bytes(256)
-            .with_durability(Durability::Os);
+        let cfg = rolling(Durability::Os);
         let store = open(&sim, cfg.clone());
         let log = store.log("t", 0).unwrap();
         let mut hists = producers(&store, 4);
@@ -552,11 +557,7 @@ fn many_segment_rolls_with_a_checkpoint_at_every_segment_start() {
 #[test]
 fn retention_keeps_the_state_of_producers_whose_batches_it_deleted() {
     let sim = SimStorage::new();
-    let cfg = Config::default()
-        .with_segment_bytes(1024)
-        .with_index_interval_bytes(256)
-        .with_durability(Durability::Os)
-        .with_retention_bytes(Some(3000));
+    let cfg = rolling(Durability::Os).with_retention_bytes(Some(3000));
     let store = open(&sim, cfg.clone());
     let log = store.log("t", 0).unwrap();
     let mut hists = producers(&store, 4);
@@ -626,10 +627,7 @@ fn power_loss_after_sync_appends_keeps_every_acknowledged_batch() {
     ] {
         let label = format!("{mode:?}");
         let sim = SimStorage::new();
-        let cfg = Config::default()
-            .with_segment_bytes(1024)
-            .with_index_interval_bytes(256)
-            .with_durability(Durability::Sync);
+        let cfg = rolling(Durability::Sync);
         let store = open(&sim, cfg.clone());
         let log = store.log("t", 0).unwrap();
         let mut hists = producers(&store, 3);
@@ -930,10 +928,7 @@ fn a_failed_write_anywhere_around_a_roll_recovers_a_consistent_state() {
         for prefix in [0usize, 40] {
             let label = format!("write {n} fails after {prefix} bytes");
             let sim = SimStorage::new();
-            let cfg = Config::default()
-                .with_segment_bytes(1024)
-                .with_index_interval_bytes(256)
-                .with_durability(Durability::Os);
+            let cfg = rolling(Durability::Os);
             let store = open(&sim, cfg.clone());
             let log = store.log("t", 0).unwrap();
             let mut hists = producers(&store, 3);
@@ -980,10 +975,7 @@ fn a_random_power_loss_leaves_the_state_of_the_surviving_log() {
     for seed in 0..10u64 {
         let label = format!("seed {seed}");
         let sim = SimStorage::new();
-        let cfg = Config::default()
-            .with_segment_bytes(1024)
-            .with_index_interval_bytes(256)
-            .with_durability(Durability::Os);
+        let cfg = rolling(Durability::Os);
         let store = open(&sim, cfg.clone());
         let log = store.log("t", 0).unwrap();
         let mut hists = producers(&store, 3);
@@ -1231,10 +1223,7 @@ fn an_undated_segment_does_not_stall_age_retention() {
     let t0 = 1_700_000_000_000;
     let clock = Arc::new(ManualClock::new(t0));
     let sim = SimStorage::new();
-    let cfg = Config::default()
-        .with_segment_bytes(1024)
-        .with_index_interval_bytes(256)
-        .with_durability(Durability::Os)
+    let cfg = rolling(Durability::Os)
         .with_clock(clock.clone())
         .with_retention(Some(std::time::Duration::from_secs(3600)))
         .with_retention_check_interval(std::time::Duration::from_secs(1 << 30));
