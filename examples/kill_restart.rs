@@ -913,6 +913,12 @@ impl Pair {
         let i = self.stored.partition_point(|s| s.seq < seq);
         (self.stored.get(i)?.seq == seq).then_some(i)
     }
+
+    /// The pending batch is settled: it is in the log as `s`.
+    fn settle(&mut self, s: Stored) {
+        self.pending = None;
+        self.stored.push(s);
+    }
 }
 
 /// A batch of a named producer read back from the log.
@@ -1792,9 +1798,7 @@ impl Harness {
                 format!("appended at {base}..={last} with {count} records after {prev_last}"),
             );
         }
-        let pair = self.pair(p, q);
-        pair.pending = None;
-        pair.stored.push(Stored {
+        self.pair(p, q).settle(Stored {
             seq,
             count,
             base,
@@ -1867,8 +1871,7 @@ impl Harness {
                 // It reached the log and retention removed it before the check.
                 let pair = self.pair(p, q);
                 let epoch = pair.pending.as_ref().map_or(epoch, |pd| pd.epochs[0]);
-                pair.pending = None;
-                pair.stored.push(Stored {
+                pair.settle(Stored {
                     seq,
                     count,
                     base,
@@ -2269,8 +2272,7 @@ impl Harness {
                         && pd.epochs.contains(&b.epoch) =>
                 {
                     // Sent, never acknowledged, and it reached the log.
-                    pair.pending = None;
-                    pair.stored.push(Stored {
+                    pair.settle(Stored {
                         seq: b.seq,
                         count: b.count,
                         base: b.base,
