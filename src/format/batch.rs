@@ -101,11 +101,16 @@ pub const ATTR_CONTROL: i16 = 1 << 5;
 /// Attributes bit 6: `baseTimestamp` holds the delete horizon.
 pub const ATTR_DELETE_HORIZON: i16 = 1 << 6;
 
-/// CRC-32C (Castagnoli), the batch checksum.
+/// CRC-32C (Castagnoli), the batch checksum. `crc-fast` folds with
+/// carry-less multiplication (PCLMULQDQ / VPCLMULQDQ, chosen at run time),
+/// about 1.4x the `crc32c` crate's CRC32-instruction loop from 2 KiB up on
+/// the reference machine (docs/performance.md); the result is the same
+/// function, cross-checked against `crc32c` in the tests.
 #[inline]
 #[must_use]
 pub(crate) fn crc32c(bytes: &[u8]) -> u32 {
-    crc32c::crc32c(bytes)
+    // CRC-32/ISCSI is CRC-32C; the 64-bit result holds the 32-bit CRC.
+    crc_fast::checksum(crc_fast::CrcAlgorithm::Crc32Iscsi, bytes) as u32
 }
 
 /// Compression codec from attributes bits 0-2.
@@ -997,6 +1002,24 @@ mod tests {
     fn fix_crc(b: &mut [u8]) {
         let crc = crc32c(&b[CRC_START..]);
         b[offsets::CRC..CRC_START].copy_from_slice(&crc.to_be_bytes());
+    }
+
+    #[test]
+    fn crc32c_is_castagnoli() {
+        // The check value of CRC-32C (RFC 3720, B.4).
+        assert_eq!(crc32c(b"123456789"), 0xE306_9283);
+        assert_eq!(crc32c(b""), 0);
+        // Every length up to a few KiB and every alignment, against an
+        // independent implementation (the SIMD paths switch at sizes).
+        let data: Vec<u8> = (0..8192u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
+        for len in (0..4200).step_by(7).chain([8191, 8192]) {
+            for start in [0, 1, 3, 8] {
+                let s = &data[start.min(data.len() - len)..][..len];
+                assert_eq!(crc32c(s), crc32c::crc32c(s), "len {len} start {start}");
+            }
+        }
     }
 
     fn be_i64(b: &[u8], at: usize) -> i64 {

@@ -23,6 +23,8 @@
 //! old one, and the directory fsynced, so a reader sees the old or the new
 //! value, never a mix.
 
+use super::batch::crc32c;
+
 /// File name of the log start offset file.
 pub const LOG_START_FILE: &str = "log-start-offset";
 
@@ -36,7 +38,7 @@ pub fn encode_log_start(offset: i64) -> [u8; LOG_START_LEN] {
     let mut out = [0u8; LOG_START_LEN];
     out[..4].copy_from_slice(&MAGIC);
     out[4..12].copy_from_slice(&offset.to_be_bytes());
-    let crc = crc32c::crc32c(&out[..12]);
+    let crc = crc32c(&out[..12]);
     out[12..].copy_from_slice(&crc.to_be_bytes());
     out
 }
@@ -45,7 +47,7 @@ pub fn encode_log_start(offset: i64) -> [u8; LOG_START_LEN] {
 pub fn decode_log_start(bytes: &[u8]) -> Option<i64> {
     let bytes: &[u8; LOG_START_LEN] = bytes.try_into().ok()?;
     let (body, crc) = bytes.split_at(12);
-    if body[..4] != MAGIC || crc32c::crc32c(body).to_be_bytes() != crc {
+    if body[..4] != MAGIC || crc32c(body).to_be_bytes() != crc {
         return None;
     }
     let offset = i64::from_be_bytes(body[4..12].try_into().ok()?);
@@ -83,7 +85,7 @@ pub fn encode_producer_ids(reserved_until: i64, named: &[NamedProducerRecord]) -
         out.extend_from_slice(&n.producer_id.to_be_bytes());
         out.extend_from_slice(&n.epoch.to_be_bytes());
     }
-    let crc = crc32c::crc32c(&out);
+    let crc = crc32c(&out);
     out.extend_from_slice(&crc.to_be_bytes());
     out
 }
@@ -92,7 +94,7 @@ pub fn encode_producer_ids(reserved_until: i64, named: &[NamedProducerRecord]) -
 /// `None` if it is damaged.
 pub fn decode_producer_ids(bytes: &[u8]) -> Option<(i64, Vec<NamedProducerRecord>)> {
     let (body, crc) = bytes.split_at_checked(bytes.len().checked_sub(4)?)?;
-    if crc32c::crc32c(body).to_be_bytes() != crc || body.get(..4)? != IDS_MAGIC {
+    if crc32c(body).to_be_bytes() != crc || body.get(..4)? != IDS_MAGIC {
         return None;
     }
     if *body.get(4)? != IDS_VERSION {
