@@ -125,9 +125,51 @@ impl Indexes {
     }
 }
 
+/// Below this many bytes a scan checks CRCs on the calling thread.
+const PARALLEL_CRC_MIN: usize = 8 << 20;
+/// At most this many threads check a scan's CRCs.
+const MAX_CRC_THREADS: usize = 4;
+
 /// Walk `data` (a segment's bytes) and stop at the first byte that is not a
 /// valid batch continuing the offsets from `base_offset`. Pure: no I/O.
+///
+/// The result is the same as checking each batch in turn (structure, CRC,
+/// offsets) and stopping at the first failure; the work is done in two
+/// passes so that the CRCs, nearly all of the cost, use every core: a walk
+/// over the headers finds the batches and checks their structure and
+/// offsets, then the CRCs of the batches it accepted are checked in
+/// parallel ranges, and the scan is cut before the first batch whose CRC
+/// fails (redoing the walk up to there).
 pub(crate) fn scan(data: &[u8], base_offset: i64, index_interval: u64) -> Scan {
+    let threads = if data.len() >= PARALLEL_CRC_MIN {
+        std::thread::available_parallelism().map_or(1, |n| n.get().min(MAX_CRC_THREADS))
+    } else {
+        1
+    };
+    let (walked, splits) = walk(data, base_offset, index_interval, usize::MAX, threads);
+    match first_bad_crc(data, &splits) {
+        None => walked,
+        Some((position, reason)) => {
+            let (mut cut, _) = walk(data, base_offset, index_interval, position, 1);
+            cut.stop = Some(ScanStop {
+                position: position as u64,
+                reason,
+            });
+            cut
+        }
+    }
+}
+
+/// The header pass of [`scan`]: every check but the CRC, over the batches
+/// that start before `limit`. Also returns batch boundaries that split the
+/// walked bytes into about `parts` ranges of equal size.
+fn walk(
+    data: &[u8],
+    base_offset: i64,
+    index_interval: u64,
+    limit: usize,
+    parts: usize,
+) -> (Scan, Vec<usize>) {
     let mut out = Scan {
         next_offset: base_offset,
         max_timestamp: -1,
@@ -135,13 +177,18 @@ pub(crate) fn scan(data: &[u8], base_offset: i64, index_interval: u64) -> Scan {
         ..Default::default()
     };
     let mut pos = 0usize;
-    while pos < data.len() {
+    let mut splits = vec![0];
+    let step = (data.len() / parts.max(1)).max(1);
+    while pos < data.len() && pos < limit {
+        if pos >= splits.len() * step && splits.len() < parts {
+            splits.push(pos);
+        }
         let rest = &data[pos..];
         let stop = |reason: String| ScanStop {
             position: pos as u64,
             reason,
         };
-        let view = match BatchView::parse(rest) {
+        let view = match BatchView::parse_header_only(rest) {
             Ok(v) => v,
             Err(e) => {
                 let reason = if rest.iter().all(|&b| b == 0) {
@@ -201,7 +248,51 @@ pub(crate) fn scan(data: &[u8], base_offset: i64, index_interval: u64) -> Scan {
         pos += view.total_len();
         out.valid_len = pos as u64;
     }
-    out
+    splits.push(pos);
+    (out, splits)
+}
+
+/// Check the CRCs of the walked batches in `[splits[i], splits[i + 1])`, one
+/// range per thread; the first failing batch's position and why.
+fn first_bad_crc(data: &[u8], splits: &[usize]) -> Option<(usize, String)> {
+    let check = |from: usize, to: usize| -> Option<(usize, String)> {
+        let mut pos = from;
+        while pos < to {
+            let rest = &data[pos..to];
+            match BatchView::parse(rest) {
+                Ok(v) => pos += v.total_len(),
+                Err(e) => return Some((pos, e.shifted(pos).to_string())),
+            }
+        }
+        None
+    };
+    let ranges: Vec<(usize, usize)> = splits.windows(2).map(|w| (w[0], w[1])).collect();
+    if ranges.len() <= 1 {
+        return ranges.first().and_then(|&(from, to)| check(from, to));
+    }
+    std::thread::scope(|s| {
+        let handles: Vec<_> = ranges[1..]
+            .iter()
+            .map(|&(from, to)| {
+                std::thread::Builder::new()
+                    .name("oncelog-scan".into())
+                    .spawn_scoped(s, move || check(from, to))
+                    .map_err(|_| (from, to))
+            })
+            .collect();
+        let mut found = check(ranges[0].0, ranges[0].1);
+        for h in handles {
+            // A thread that could not be started: check its range here.
+            let r = match h {
+                Ok(h) => h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)),
+                Err((from, to)) => check(from, to),
+            };
+            if found.is_none() {
+                found = r;
+            }
+        }
+        found
+    })
 }
 
 /// Count the batch frames in `data` (bytes after a scan stopped) that look
