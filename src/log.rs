@@ -203,6 +203,22 @@ struct ProducerCounters {
     producers: AtomicUsize,
 }
 
+/// Counts a thread inside `append_with` for as long as it lives.
+struct Appender<'a>(&'a AtomicUsize);
+
+impl<'a> Appender<'a> {
+    fn enter(count: &'a AtomicUsize) -> Appender<'a> {
+        count.fetch_add(1, Ordering::Relaxed);
+        Appender(count)
+    }
+}
+
+impl Drop for Appender<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 fn bump(c: &AtomicU64, n: u64) {
     c.fetch_add(n, Ordering::Relaxed);
 }
@@ -307,6 +323,8 @@ pub(crate) struct LogInner {
     closed: AtomicBool,
     appends: AtomicU64,
     fsyncs: AtomicU64,
+    /// Threads inside `append_with` (writing or waiting for durability).
+    appenders: AtomicUsize,
     recovery: RecoveryReport,
     fences: Arc<Fences>,
     counters: ProducerCounters,
@@ -439,6 +457,7 @@ impl Log {
             closed: AtomicBool::new(false),
             appends: AtomicU64::new(0),
             fsyncs: AtomicU64::new(0),
+            appenders: AtomicUsize::new(0),
             recovery: report,
             fences,
             counters,
@@ -513,6 +532,7 @@ impl Log {
 
     /// Append with an explicit durability for this one batch.
     pub fn append_with(&self, batch: &[u8], durability: Durability) -> Result<AppendOutcome> {
+        let _appender = Appender::enter(&self.inner.appenders);
         let (outcome, end) = self.write(batch)?;
         self.after_write(end, durability)?;
         Ok(outcome)
@@ -1163,6 +1183,7 @@ impl Log {
             }
             st.syncing = true;
             drop(st);
+            self.gather_appenders();
             // Everything below `target` is written, in the segment read next
             // or in an earlier one, which a roll sealed (and fsynced) before it
             // published its successor as the active segment.
@@ -1199,6 +1220,29 @@ impl Log {
                     return Err(e);
                 }
             }
+        }
+    }
+
+    /// A group-commit leader about to fsync: if other threads are inside an
+    /// append on this log, let those that are about to write their batch
+    /// do so first, so that this fsync covers them too instead of leaving
+    /// them for the next one. Threads just woken by the previous fsync run
+    /// while the leader yields; it stops as soon as a yield lets no new
+    /// batch in (or after `GATHER_YIELDS`). One appender alone never waits.
+    fn gather_appenders(&self) {
+        const GATHER_YIELDS: usize = 16;
+        let inner = &*self.inner;
+        if inner.appenders.load(Ordering::Relaxed) <= 1 {
+            return;
+        }
+        let mut seen = inner.next_offset.load(Ordering::Acquire);
+        for _ in 0..GATHER_YIELDS {
+            std::thread::yield_now();
+            let now = inner.next_offset.load(Ordering::Acquire);
+            if now == seen {
+                break;
+            }
+            seen = now;
         }
     }
 
