@@ -25,9 +25,9 @@ use std::time::{Duration, Instant};
 use crate::config::{Config, RecoveryMode};
 use crate::error::{Error, Result};
 use crate::format::BatchView;
-use crate::format::checkpoint::decode_checkpoint;
+use crate::format::checkpoint::{checkpoint_capacity, decode_checkpoint_unique};
 use crate::format::meta::{LOG_START_FILE, decode_log_start, encode_log_start};
-use crate::producer::{BatchIdent, Entry, ProducerTable};
+use crate::producer::{BatchIdent, Entry, ProducerMap, ProducerTable};
 use crate::segment::{Scan, Segment, count_dropped_frames, log_file_name, parse_file_name, scan};
 use crate::storage::{OpenMode, Storage, StorageFile, read_all};
 
@@ -147,7 +147,7 @@ struct Found {
     /// a batch found in the log may claim more).
     next: i64,
     len: u64,
-    entries: Vec<(i64, Entry)>,
+    entries: ProducerMap,
 }
 
 /// Load a decoded checkpoint; returns its length.
@@ -161,18 +161,24 @@ fn table_from(table: &mut ProducerTable, out: &mut ProducersLoaded, found: Found
 
 /// Decode the checkpoint batch at the start of `data`; `Err` says why it is
 /// not a valid one.
-fn decode_checkpoint_at(data: &[u8]) -> std::result::Result<Found, crate::format::FormatError> {
+/// Producers are decoded straight into a table's map, windows trimmed to
+/// `window` batches (a million producers load in a fraction of a second:
+/// no intermediate list, no allocation per producer).
+fn decode_checkpoint_at(
+    data: &[u8],
+    window: usize,
+) -> std::result::Result<Found, crate::format::FormatError> {
     let view = BatchView::parse(data)?;
-    let mut entries = Vec::new();
-    decode_checkpoint(&view, |p| {
-        entries.push((
-            p.producer_id,
-            Entry {
-                epoch: p.epoch,
-                last_append_ms: p.last_append_ms,
-                window: p.window.iter().copied().collect(),
-            },
-        ));
+    let mut entries = ProducerMap::default();
+    entries.reserve(checkpoint_capacity(&view)?);
+    decode_checkpoint_unique(&view, |p| {
+        let skip = p.window.len().saturating_sub(window);
+        let entry = Entry {
+            epoch: p.epoch,
+            last_append_ms: p.last_append_ms,
+            window: p.window[skip..].iter().copied().collect(),
+        };
+        entries.insert(p.producer_id, entry).is_none()
     })?;
     Ok(Found {
         offset: view.base_offset(),
@@ -250,7 +256,8 @@ pub(crate) fn recover_producers(
             };
             for &pos in controls.iter().rev() {
                 let at = usize::try_from(pos).unwrap_or(usize::MAX);
-                match decode_checkpoint_at(data.get(at..).unwrap_or_default()) {
+                match decode_checkpoint_at(data.get(at..).unwrap_or_default(), table.window_limit())
+                {
                     Ok(found) => break 'search (i, pos + table_from(table, &mut out, found)),
                     Err(e) => note_invalid(&mut invalid, seg, pos, e),
                 }

@@ -45,7 +45,7 @@ const KEY: [u8; 4] = {
 };
 
 /// One batch of a producer's window.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct WindowBatch {
     /// Sequence of the batch's last record.
     pub last_seq: i32,
@@ -171,26 +171,51 @@ pub fn decode_checkpoint(
     view: &BatchView<'_>,
     mut each: impl FnMut(CheckpointProducer<'_>),
 ) -> FormatResult<i64> {
+    let mut ids = std::collections::HashSet::new();
+    decode_checkpoint_unique(view, |p| {
+        let new = ids.insert(p.producer_id);
+        if new {
+            each(p);
+        }
+        new
+    })
+}
+
+/// Like [`decode_checkpoint`], for a caller that detects repeated producer
+/// ids itself (as it stores them): `each` returns `false` for an id it has
+/// seen before, which makes the checkpoint invalid.
+pub fn decode_checkpoint_unique(
+    view: &BatchView<'_>,
+    mut each: impl FnMut(CheckpointProducer<'_>) -> bool,
+) -> FormatResult<i64> {
     let value = checkpoint_value(view)?;
     let at = view.base_offset();
     let mut bad = None;
-    let mut ids = std::collections::HashSet::new();
     let written = decode_checkpoint_value(value, |p| {
         if bad.is_some() {
             return;
         }
         if p.window.last().is_some_and(|w| w.last_offset >= at) {
             bad = Some("a window offset at or after the checkpoint itself");
-        } else if !ids.insert(p.producer_id) {
+        } else if !each(p) {
             bad = Some("a producer listed twice");
-        } else {
-            each(p);
         }
     })?;
     match bad {
         Some(detail) => Err(FormatError::new(FormatErrorKind::BadRecord { detail }, 0)),
         None => Ok(written),
     }
+}
+
+/// The number of producers a checkpoint batch claims to hold, bounded by
+/// what its bytes can hold (12 bytes per producer at least), so that a
+/// caller may reserve room for them.
+pub fn checkpoint_capacity(view: &BatchView<'_>) -> FormatResult<usize> {
+    let value = checkpoint_value(view)?;
+    let count = value
+        .get(9..13)
+        .map_or(0, |b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
+    Ok((count as usize).min(value.len() / 12))
 }
 
 /// True if `view` is a checkpoint batch (by its header and record key; the
