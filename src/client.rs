@@ -20,7 +20,7 @@ use std::time::Duration;
 use crate::config::Durability;
 use crate::error::{Error, Result};
 use crate::format::batch::increment_sequence;
-use crate::format::{BatchBuilder, FormatError, FormatErrorKind};
+use crate::format::{BatchBuilder, BuiltBatch, FormatError, FormatErrorKind};
 use crate::log::{AppendOutcome, Log};
 use crate::store::{Store, StoreInner};
 
@@ -269,7 +269,7 @@ impl Producer {
         self.send_inner(topic, partition, Some(sequence), messages)
     }
 
-    fn build(&self, seq: i32, messages: &[Message<'_>], log: &Log) -> Result<Vec<u8>> {
+    fn build(&self, seq: i32, messages: &[Message<'_>], log: &Log) -> Result<BuiltBatch> {
         let invalid = |kind, position| Error::InvalidBatch {
             log: format!("{}-{}", log.topic(), log.partition()),
             source: FormatError::new(kind, position),
@@ -291,7 +291,7 @@ impl Producer {
                     source: e,
                 })?;
         }
-        Ok(b.build())
+        Ok(b.finish())
     }
 
     fn send_inner(
@@ -324,7 +324,7 @@ impl Producer {
             let after = increment_sequence(seq, messages.len() as i32);
             let mut attempt = 0u32;
             loop {
-                match slot.log.write(&batch) {
+                match slot.log.write_built(&batch) {
                     Ok((outcome, end)) => {
                         if sequence.is_none() || !outcome.is_duplicate() {
                             *next = after;

@@ -63,7 +63,9 @@ pub(crate) struct Window {
     len: u8,
     inline: [BatchMeta; INLINE_WINDOW],
     /// Every batch, once there were more than `INLINE_WINDOW`; `None` or
-    /// empty means the inline part is in use.
+    /// empty means the inline part is in use. (Boxed: one pointer in every
+    /// entry rather than a `Vec`'s three words, for a rare case.)
+    #[allow(clippy::box_collection)]
     spill: Option<Box<Vec<BatchMeta>>>,
 }
 
@@ -159,7 +161,7 @@ pub(crate) struct IdHash {
 impl Default for IdHash {
     fn default() -> IdHash {
         IdHash {
-            key: RandomState::new().hash_one(0x6f6e_6365_6c6f_67u64) | 1,
+            key: RandomState::new().hash_one(0x006f_6e63_656c_6f67_u64) | 1,
         }
     }
 }

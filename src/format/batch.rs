@@ -29,7 +29,7 @@ use zerocopy::byteorder::big_endian::{I16, I32, I64, U32};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
 use super::record::{RecordIter, body_len, encode_record};
-use super::varint::varint_len;
+use super::varint::{decode_varint, decode_varlong, varint_len};
 use super::{FormatError, FormatErrorKind, FormatResult, Record};
 
 /// Size of the fixed batch header (`RECORD_BATCH_OVERHEAD`); records start here.
@@ -456,6 +456,84 @@ impl<'a> BatchView<'a> {
         Ok(Self { bytes, header })
     }
 
+    /// True if the records of this uncompressed batch pass every check of
+    /// [`validate_records`](Self::validate_records): the same rules, decoded
+    /// in place without building records or errors (about 3x faster for
+    /// small records). `false` says only that some check failed.
+    fn records_are_valid(&self) -> bool {
+        let Ok(count) = usize::try_from(self.record_count()) else {
+            return false;
+        };
+        let buf = self.bytes;
+        let base_ts = self.base_timestamp();
+        let mut pos = HEADER_LEN;
+        let mut previous: i32 = -1;
+        let mut max_ts = i64::MIN;
+        // A length of -1 is null; below that is invalid.
+        let skip = |b: &[u8], p: &mut usize, nullable: bool| -> bool {
+            let Ok((len, n)) = decode_varint(b.get(*p..).unwrap_or(&[])) else {
+                return false;
+            };
+            *p += n;
+            if len == -1 && nullable {
+                return true;
+            }
+            let Ok(len) = usize::try_from(len) else {
+                return false;
+            };
+            *p = p.saturating_add(len);
+            *p <= b.len()
+        };
+        for _ in 0..count {
+            let Ok((len, n)) = decode_varint(buf.get(pos..).unwrap_or(&[])) else {
+                return false;
+            };
+            let Ok(len) = usize::try_from(len) else {
+                return false;
+            };
+            let start = pos + n;
+            let Some(body) = buf.get(start..start.saturating_add(len)) else {
+                return false;
+            };
+            // attributes (1 byte), timestampDelta, offsetDelta
+            let mut p = 1;
+            let Ok((ts_delta, n)) = decode_varlong(body.get(p..).unwrap_or(&[])) else {
+                return false;
+            };
+            p += n;
+            let Ok((offset_delta, n)) = decode_varint(body.get(p..).unwrap_or(&[])) else {
+                return false;
+            };
+            p += n;
+            if offset_delta <= previous || !skip(body, &mut p, true) || !skip(body, &mut p, true) {
+                return false;
+            }
+            previous = offset_delta;
+            max_ts = max_ts.max(base_ts.wrapping_add(ts_delta));
+            let Ok((headers, n)) = decode_varint(body.get(p..).unwrap_or(&[])) else {
+                return false;
+            };
+            p += n;
+            if headers < 0 {
+                return false;
+            }
+            for _ in 0..headers {
+                if !skip(body, &mut p, false) || !skip(body, &mut p, true) {
+                    return false;
+                }
+            }
+            if p != body.len() {
+                return false;
+            }
+            pos = start + len;
+        }
+        let ts_ok = match self.timestamp_type() {
+            TimestampType::CreateTime => max_ts == self.max_timestamp(),
+            TimestampType::LogAppendTime => true,
+        };
+        count > 0 && pos == buf.len() && previous == self.last_offset_delta() && ts_ok
+    }
+
     /// Recomputes the CRC and compares it with the stored one.
     #[must_use]
     pub fn crc_is_valid(&self) -> bool {
@@ -695,6 +773,19 @@ impl<'a> BatchView<'a> {
             }
             return Ok(());
         }
+        // The common case, a valid batch, in one tight pass; anything it
+        // does not accept is decoded again, record by record, to say what
+        // is wrong.
+        if self.records_are_valid() {
+            return Ok(());
+        }
+        self.check_records_one_by_one()
+    }
+
+    /// The record checks of [`validate_records`](Self::validate_records),
+    /// decoding each record, with the error of the first failure.
+    fn check_records_one_by_one(&self) -> FormatResult<()> {
+        let header_last = self.last_offset_delta();
         let mut iter = self.records()?;
         let mut previous: i32 = -1;
         let mut record_start = iter.position();
@@ -946,6 +1037,14 @@ impl BatchBuilder {
         self.buf.len()
     }
 
+    /// Finishes the batch as a [`BuiltBatch`], which
+    /// [`Log::append_built`](crate::Log::append_built) appends without
+    /// checking again what this builder guarantees (CRC, records).
+    #[must_use]
+    pub fn finish(self) -> BuiltBatch {
+        BuiltBatch(self.build())
+    }
+
     /// Finishes the batch: writes the header (baseOffset 0) and the CRC.
     #[must_use]
     pub fn build(self) -> Vec<u8> {
@@ -980,6 +1079,35 @@ impl BatchBuilder {
             dst.copy_from_slice(&crc.to_be_bytes());
         }
         buf
+    }
+}
+
+/// A batch made by [`BatchBuilder::finish`]: its records are well formed
+/// and its CRC was computed over these very bytes, which cannot change
+/// afterwards (the type gives no mutable access). An embedding service that
+/// builds its batches appends them with
+/// [`Log::append_built`](crate::Log::append_built), which skips the CRC and
+/// record checks that bytes from elsewhere (the network, a file) need.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuiltBatch(Vec<u8>);
+
+impl BuiltBatch {
+    /// The encoded batch.
+    #[must_use]
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// The encoded batch, as an owned buffer.
+    #[must_use]
+    pub fn into_vec(self) -> Vec<u8> {
+        self.0
+    }
+}
+
+impl AsRef<[u8]> for BuiltBatch {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
     }
 }
 
@@ -1599,7 +1727,17 @@ mod tests {
         {
             assert!(view.total_len() <= bytes.len());
             let _ = (view.last_offset(), view.last_sequence(), view.compression());
-            let _ = view.validate_records();
+            let checked = view.validate_records();
+            if view.compression() == Compression::None && view.record_count() > 0 {
+                // The one-pass check accepts exactly what the record-by-record
+                // one accepts.
+                assert_eq!(
+                    view.records_are_valid(),
+                    view.check_records_one_by_one().is_ok(),
+                    "{bytes:?}"
+                );
+                assert_eq!(checked.is_ok(), view.records_are_valid());
+            }
             if let Ok(iter) = view.records() {
                 for rec in iter.take(10_000) {
                     let Ok(rec) = rec else { break };
@@ -1645,6 +1783,30 @@ mod tests {
             if b.len() > CRC_START {
                 fix_crc(&mut b);
             }
+            exercise(&b);
+        }
+
+        /// Two mutations of the records of a valid batch (lengths, deltas,
+        /// headers) with the length and CRC fixed up: the one-pass record
+        /// check must agree with the record-by-record one.
+        #[test]
+        fn mutated_records_are_judged_alike(
+            edits in proptest::collection::vec((61usize..200, any::<u8>()), 1..3),
+            cut in 0usize..8,
+            ts in prop_oneof![Just(false), Just(true)],
+        ) {
+            let mut b = sample();
+            for (at, val) in edits {
+                let i = HEADER_LEN + (at - HEADER_LEN) % (b.len() - HEADER_LEN);
+                b[i] = val;
+            }
+            b.truncate(b.len() - cut.min(b.len() - HEADER_LEN));
+            let len = i32::try_from(b.len() - 12).unwrap();
+            b[8..12].copy_from_slice(&len.to_be_bytes());
+            if ts {
+                b[offsets::ATTRIBUTES + 1] |= ATTR_TIMESTAMP_TYPE as u8;
+            }
+            fix_crc(&mut b);
             exercise(&b);
         }
 

@@ -27,7 +27,7 @@ pub mod varint;
 use std::fmt;
 
 pub use batch::{
-    BatchBuilder, BatchHeader, BatchView, Compression, HEADER_LEN, LOG_OVERHEAD, MAGIC,
+    BatchBuilder, BatchHeader, BatchView, BuiltBatch, Compression, HEADER_LEN, LOG_OVERHEAD, MAGIC,
     NO_PRODUCER_EPOCH, NO_PRODUCER_ID, NO_SEQUENCE, TimestampType, peek_batch_len, set_base_offset,
 };
 pub use index::{OFFSET_ENTRY_LEN, OffsetIndexEntry, TIME_ENTRY_LEN, TimeIndexEntry};
