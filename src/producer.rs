@@ -499,15 +499,30 @@ impl ProducerTable {
     }
 
     /// Replace the whole table (a checkpoint was loaded). The caller has
-    /// trimmed every window to [`window_limit`](Self::window_limit).
-    pub(crate) fn load(&mut self, entries: ProducerMap) {
+    /// trimmed every window to [`window_limit`](Self::window_limit) and
+    /// passes the oldest `last_append_ms` among the entries.
+    pub(crate) fn load(&mut self, entries: ProducerMap, oldest_append_ms: i64) {
         debug_assert!(
             entries
                 .values()
                 .all(|e| e.window.len() <= self.limits.window)
         );
+        debug_assert!(
+            entries
+                .values()
+                .all(|e| e.last_append_ms >= oldest_append_ms)
+        );
         self.entries = entries;
-        self.earliest_expiry_ms = i64::MIN;
+        self.earliest_expiry_ms = oldest_append_ms.saturating_add(self.limits.expiration_ms);
+    }
+
+    /// Like [`expire`](Self::expire), but without a pass over the table
+    /// when no producer can have expired yet.
+    pub(crate) fn expire_due(&mut self, now_ms: i64) -> usize {
+        if now_ms < self.earliest_expiry_ms {
+            return 0;
+        }
+        self.expire(now_ms)
     }
 
     /// Most batches a window keeps.
