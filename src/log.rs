@@ -325,6 +325,8 @@ pub(crate) struct LogInner {
     fsyncs: AtomicU64,
     /// Threads inside `append_with` (writing or waiting for durability).
     appenders: AtomicUsize,
+    /// Threads inside `wait_durable` (a leader and its followers).
+    durable_waiters: AtomicUsize,
     recovery: RecoveryReport,
     fences: Arc<Fences>,
     counters: ProducerCounters,
@@ -458,6 +460,7 @@ impl Log {
             appends: AtomicU64::new(0),
             fsyncs: AtomicU64::new(0),
             appenders: AtomicUsize::new(0),
+            durable_waiters: AtomicUsize::new(0),
             recovery: report,
             fences,
             counters,
@@ -1205,6 +1208,7 @@ impl Log {
     /// leader if nobody else is.
     fn wait_durable(&self, end: i64) -> Result<()> {
         let inner = &*self.inner;
+        let _waiter = Appender::enter(&inner.durable_waiters);
         let mut st = lock(&inner.sync);
         loop {
             if st.durable >= end {
@@ -1261,25 +1265,20 @@ impl Log {
     }
 
     /// A group-commit leader about to fsync: if other threads are inside an
-    /// append on this log, let those that are about to write their batch
-    /// do so first, so that this fsync covers them too instead of leaving
-    /// them for the next one. Threads just woken by the previous fsync run
-    /// while the leader yields; it stops as soon as a yield lets no new
-    /// batch in (or after `GATHER_YIELDS`). One appender alone never waits.
+    /// append on this log but not yet waiting for durability (writing their
+    /// batch, or just woken by the previous fsync on their way out and back
+    /// in), yield the CPU to them so that this fsync covers their next
+    /// batches too instead of leaving them for the next round. Bounded by
+    /// `GATHER_YIELDS`; one appender alone never yields.
     fn gather_appenders(&self) {
-        const GATHER_YIELDS: usize = 16;
+        const GATHER_YIELDS: usize = 32;
         let inner = &*self.inner;
-        if inner.appenders.load(Ordering::Relaxed) <= 1 {
-            return;
-        }
-        let mut seen = inner.next_offset.load(Ordering::Acquire);
         for _ in 0..GATHER_YIELDS {
-            std::thread::yield_now();
-            let now = inner.next_offset.load(Ordering::Acquire);
-            if now == seen {
-                break;
+            let appenders = inner.appenders.load(Ordering::Acquire);
+            if appenders <= 1 || inner.durable_waiters.load(Ordering::Acquire) >= appenders {
+                return;
             }
-            seen = now;
+            std::thread::yield_now();
         }
     }
 
