@@ -65,6 +65,72 @@ pub use crate::recovery::RecoveryReport;
 pub use crate::store::{MAX_TOPIC_LEN, Store, validate_topic};
 pub use crate::verify::{Problem, Progress, Severity, VerifyReport, verify, verify_with_storage};
 
+/// Engine internals exposed for the benchmarks (`benches/`,
+/// `examples/perf_summary.rs`). Not part of the public API: no stability
+/// promise, may change in any release.
+#[doc(hidden)]
+pub mod internals {
+    use crate::producer::{BatchIdent, Limits, ProducerTable as Table, Verdict};
+
+    /// One partition's producer table (the pure state machine that decides
+    /// append / duplicate / out of order / fenced), without a log around it.
+    #[derive(Debug)]
+    pub struct ProducerTable(Table);
+
+    impl ProducerTable {
+        /// A table keeping `window` batches per producer, at most
+        /// `max_producers` producers.
+        #[must_use]
+        pub fn new(window: usize, max_producers: usize) -> ProducerTable {
+            ProducerTable(Table::new(Limits {
+                window,
+                max_producers,
+                expiration_ms: i64::MAX / 4,
+                require_sequence_zero: false,
+            }))
+        }
+
+        /// Validate a batch of `records` records as an append does and, if
+        /// it is new, record it at `base_offset`. Returns whether it was
+        /// appended (`false`: a duplicate or a rejection).
+        pub fn append(
+            &mut self,
+            producer_id: i64,
+            epoch: i16,
+            base_seq: i32,
+            records: i32,
+            base_offset: i64,
+            now_ms: i64,
+        ) -> bool {
+            let b = BatchIdent {
+                producer_id,
+                epoch,
+                base_seq,
+                delta: records - 1,
+            };
+            let (verdict, _) = self.0.check(&b, false, now_ms);
+            if verdict == Ok(Verdict::Append) {
+                self.0.commit(&b, base_offset, false, now_ms);
+                true
+            } else {
+                false
+            }
+        }
+
+        /// Producers in the table.
+        #[must_use]
+        pub fn len(&self) -> usize {
+            self.0.len()
+        }
+
+        /// True if the table is empty.
+        #[must_use]
+        pub fn is_empty(&self) -> bool {
+            self.0.is_empty()
+        }
+    }
+}
+
 /// The README's examples, compiled and run as doctests.
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
