@@ -310,6 +310,7 @@ impl Producer {
             *n += 1;
         }
         let _in_flight = InFlight(&slot);
+        let _appender = slot.log.enter_append();
         let unacked = |seq: i32, source: Error| Error::NotAcknowledged {
             log: format!("{topic}-{partition}"),
             producer_id: self.producer_id,

@@ -203,17 +203,18 @@ struct ProducerCounters {
     producers: AtomicUsize,
 }
 
-/// Counts a thread inside `append_with` for as long as it lives.
-struct Appender<'a>(&'a AtomicUsize);
+/// Counts a thread in a section (an append, a durability wait) for as long
+/// as it lives.
+pub(crate) struct CountGuard<'a>(&'a AtomicUsize);
 
-impl<'a> Appender<'a> {
-    fn enter(count: &'a AtomicUsize) -> Appender<'a> {
+impl<'a> CountGuard<'a> {
+    fn enter(count: &'a AtomicUsize) -> CountGuard<'a> {
         count.fetch_add(1, Ordering::Relaxed);
-        Appender(count)
+        CountGuard(count)
     }
 }
 
-impl Drop for Appender<'_> {
+impl Drop for CountGuard<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
     }
@@ -323,7 +324,8 @@ pub(crate) struct LogInner {
     closed: AtomicBool,
     appends: AtomicU64,
     fsyncs: AtomicU64,
-    /// Threads inside `append_with` (writing or waiting for durability).
+    /// Threads appending (writing or waiting for durability): see
+    /// `enter_append`.
     appenders: AtomicUsize,
     /// Threads inside `wait_durable` (a leader and its followers).
     durable_waiters: AtomicUsize,
@@ -535,7 +537,7 @@ impl Log {
 
     /// Append with an explicit durability for this one batch.
     pub fn append_with(&self, batch: &[u8], durability: Durability) -> Result<AppendOutcome> {
-        let _appender = Appender::enter(&self.inner.appenders);
+        let _appender = self.enter_append();
         let (outcome, end) = self.write(batch)?;
         self.after_write(end, durability)?;
         Ok(outcome)
@@ -558,10 +560,17 @@ impl Log {
         batch: &BuiltBatch,
         durability: Durability,
     ) -> Result<AppendOutcome> {
-        let _appender = Appender::enter(&self.inner.appenders);
+        let _appender = self.enter_append();
         let (outcome, end) = self.write_built(batch)?;
         self.after_write(end, durability)?;
         Ok(outcome)
+    }
+
+    /// Count the caller as an appender of this log until the guard drops
+    /// (group commit lets appenders that are about to write join an fsync);
+    /// for callers of [`write`](Self::write) and [`complete`](Self::complete).
+    pub(crate) fn enter_append(&self) -> CountGuard<'_> {
+        CountGuard::enter(&self.inner.appenders)
     }
 
     /// Validate and write a batch without waiting for durability. Returns
@@ -1208,7 +1217,7 @@ impl Log {
     /// leader if nobody else is.
     fn wait_durable(&self, end: i64) -> Result<()> {
         let inner = &*self.inner;
-        let _waiter = Appender::enter(&inner.durable_waiters);
+        let _waiter = CountGuard::enter(&inner.durable_waiters);
         let mut st = lock(&inner.sync);
         loop {
             if st.durable >= end {
