@@ -529,6 +529,11 @@ impl ProducerTable {
     pub(crate) fn window_limit(&self) -> usize {
         self.limits.window
     }
+
+    /// Most producers the table holds.
+    pub(crate) fn max_producers(&self) -> usize {
+        self.limits.max_producers
+    }
 }
 
 /// Approximate bytes a producer takes in a table with this window (for

@@ -171,6 +171,7 @@ fn table_from(table: &mut ProducerTable, out: &mut ProducersLoaded, found: Found
 fn decode_checkpoint_at(
     data: &[u8],
     window: usize,
+    max_producers: usize,
     crc_checked: bool,
 ) -> std::result::Result<Found, crate::format::FormatError> {
     let view = if crc_checked {
@@ -179,7 +180,10 @@ fn decode_checkpoint_at(
         BatchView::parse(data)?
     };
     let mut entries = ProducerMap::default();
-    entries.reserve(checkpoint_capacity(&view)?);
+    // Room for what the checkpoint claims, within what the table may hold;
+    // if even that cannot be had, the map grows as entries arrive (a
+    // damaged count must not abort the process on a failed allocation).
+    let _ = entries.try_reserve(checkpoint_capacity(&view)?.min(max_producers));
     let mut oldest_append_ms = i64::MAX;
     decode_checkpoint_unique(&view, |p| {
         oldest_append_ms = oldest_append_ms.min(p.last_append_ms);
@@ -269,8 +273,9 @@ pub(crate) fn recover_producers(
             for &pos in controls.iter().rev() {
                 let at = usize::try_from(pos).unwrap_or(usize::MAX);
                 let checked = i == last; // the scan checked the active segment's CRCs
-                let window = table.window_limit();
-                match decode_checkpoint_at(data.get(at..).unwrap_or_default(), window, checked) {
+                let (window, max) = (table.window_limit(), table.max_producers());
+                let bytes = data.get(at..).unwrap_or_default();
+                match decode_checkpoint_at(bytes, window, max, checked) {
                     Ok(found) => break 'search (i, pos + table_from(table, &mut out, found)),
                     Err(e) => note_invalid(&mut invalid, seg, pos, e),
                 }

@@ -184,9 +184,14 @@ fn walk(
             splits.push(pos);
         }
         let rest = &data[pos..];
+        // A batch that fails a check here and also its CRC is reported by
+        // its CRC, as a batch-by-batch scan (CRC first) reports it.
         let stop = |reason: String| ScanStop {
             position: pos as u64,
-            reason,
+            reason: match BatchView::parse(rest) {
+                Err(e) => e.shifted(pos).to_string(),
+                Ok(_) => reason,
+            },
         };
         let view = match BatchView::parse_header_only(rest) {
             Ok(v) => v,
@@ -196,7 +201,10 @@ fn walk(
                 } else {
                     e.shifted(pos).to_string()
                 };
-                out.stop = Some(stop(reason));
+                out.stop = Some(ScanStop {
+                    position: pos as u64,
+                    reason,
+                });
                 break;
             }
         };
@@ -232,16 +240,16 @@ fn walk(
             )));
             break;
         }
+        let Some(next) = view.last_offset().checked_add(1) else {
+            out.stop = Some(stop("batch offsets overflow i64".into()));
+            break;
+        };
         let len = view.total_len() as u64;
         if view.is_control() {
             out.controls.push(pos as u64);
         }
         out.index
             .on_batch(rel, pos as u64, len, view.max_timestamp(), index_interval);
-        let Some(next) = view.last_offset().checked_add(1) else {
-            out.stop = Some(stop("batch offsets overflow i64".into()));
-            break;
-        };
         out.next_offset = next;
         out.max_timestamp = out.max_timestamp.max(view.max_timestamp());
         out.batches += 1;
@@ -747,6 +755,64 @@ mod tests {
 
         let s = scan(&data, 11, 4096);
         assert_eq!(s.valid_len, 0, "first batch must start at the segment base");
+
+        // A batch with a wrong base offset and a bad CRC is reported by its
+        // CRC, as a batch-by-batch scan would.
+        let mut both = batch(10, 3, 1000);
+        let mut second = batch(14, 2, 2000);
+        second[30] ^= 1;
+        both.extend(second);
+        let s = scan(&both, 10, 4096);
+        assert_eq!(s.valid_len, first);
+        assert!(s.stop.unwrap().reason.contains("CRC-32C mismatch"));
+    }
+
+    /// Large enough for the CRCs to be checked in parallel ranges: a bad
+    /// CRC anywhere cuts exactly there, with everything before it kept.
+    #[test]
+    fn a_parallel_scan_cuts_at_the_first_bad_crc() {
+        let mut data = Vec::new();
+        let mut starts = Vec::new();
+        let mut base = 0;
+        while data.len() < (PARALLEL_CRC_MIN + (1 << 20)) {
+            starts.push(data.len());
+            data.extend(batch(base, 64, 1000 + base));
+            base += 64;
+        }
+        let whole = scan(&data, 0, 4096);
+        assert!(whole.stop.is_none());
+        assert_eq!(
+            (whole.batches, whole.next_offset),
+            (starts.len() as u64, base)
+        );
+        for k in [1, starts.len() / 3, starts.len() / 2 + 1, starts.len() - 1] {
+            let mut bad = data.clone();
+            bad[starts[k] + 100] ^= 0x40;
+            let s = scan(&bad, 0, 4096);
+            assert_eq!(s.valid_len, starts[k] as u64, "bad batch {k}");
+            assert_eq!((s.batches, s.next_offset), (k as u64, 64 * k as i64));
+            assert!(s.stop.unwrap().reason.contains("CRC-32C mismatch"));
+            let kept = scan(&data[..starts[k]], 0, 4096);
+            assert_eq!(s.index.offsets, kept.index.offsets);
+            assert_eq!(s.max_timestamp, kept.max_timestamp);
+        }
+    }
+
+    /// A batch whose last offset is i64::MAX is not kept: nothing can follow
+    /// it, and it leaves no index entry or control position behind.
+    #[test]
+    fn a_batch_ending_at_the_last_offset_is_not_kept() {
+        let base = i64::MAX - 2;
+        let mut b = BatchBuilder::new().with_control(true);
+        for i in 0..3 {
+            b.push(1000 + i, None, Some(b"x"), &[]);
+        }
+        let mut bytes = b.build();
+        set_base_offset(&mut bytes, base).unwrap();
+        let s = scan(&bytes, base, 1);
+        assert_eq!(s.valid_len, 0);
+        assert!(s.controls.is_empty() && s.index.offsets.is_empty());
+        assert!(s.stop.unwrap().reason.contains("overflow"));
     }
 
     #[test]
