@@ -51,6 +51,7 @@ mod recovery;
 mod segment;
 pub mod storage;
 mod store;
+mod syncer;
 mod verify;
 
 pub use crate::client::{Message, Producer};
@@ -58,8 +59,8 @@ pub use crate::config::{Clock, Config, Durability, ManualClock, RecoveryMode, Sy
 pub use crate::error::{Error, Result};
 pub use crate::ids::MAX_PRODUCER_NAME_LEN;
 pub use crate::log::{
-    AppendOutcome, Batch, BatchIter, Batches, Log, LogStats, ProducerBatch, ProducerInfo,
-    ProducerStats, RetentionReport,
+    AppendFuture, AppendOutcome, Batch, BatchIter, Batches, Log, LogStats, ProducerBatch,
+    ProducerInfo, ProducerStats, RetentionReport,
 };
 pub use crate::recovery::RecoveryReport;
 pub use crate::store::{MAX_TOPIC_LEN, Store, validate_topic};

@@ -31,9 +31,12 @@
 //!   offset before deleting anything, and readers that still hold a deleted
 //!   segment's bytes keep them valid.
 
+use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError, RwLock};
+use std::task::{Context, Poll};
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -48,6 +51,7 @@ use crate::producer::{BatchIdent, Fences, Limits, ProducerTable, Rejection, Verd
 use crate::recovery::{RecoveryReport, recover, recover_producers, write_log_start};
 use crate::segment::Segment;
 use crate::storage::Storage;
+use crate::syncer::Syncer;
 
 /// Batches up to this size are copied into a scratch buffer with their new
 /// base offset and written with one `pwrite`; larger ones are written in two
@@ -203,6 +207,54 @@ struct ProducerCounters {
     producers: AtomicUsize,
 }
 
+/// The future of [`Log::append_async`]: resolves to the append's outcome
+/// once the batch is durable as asked.
+#[derive(Debug)]
+#[must_use = "the append is written, but only the future says when it is durable"]
+pub struct AppendFuture {
+    log: Log,
+    state: FutureState,
+}
+
+#[derive(Debug)]
+enum FutureState {
+    Waiting { outcome: AppendOutcome, end: i64 },
+    Done(AppendOutcome),
+    Failed(Error),
+    Taken,
+}
+
+impl AppendFuture {
+    /// The log the batch was appended to.
+    pub fn log(&self) -> &Log {
+        &self.log
+    }
+}
+
+impl Future for AppendFuture {
+    type Output = Result<AppendOutcome>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = &mut *self;
+        if let FutureState::Waiting { end, .. } = this.state {
+            match this.log.poll_durable(end, cx.waker()) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Err(e)) => this.state = FutureState::Failed(e),
+                Poll::Ready(Ok(())) => {}
+            }
+        }
+        match std::mem::replace(&mut this.state, FutureState::Taken) {
+            FutureState::Waiting { outcome, .. } | FutureState::Done(outcome) => {
+                Poll::Ready(Ok(outcome))
+            }
+            FutureState::Failed(e) => Poll::Ready(Err(e)),
+            FutureState::Taken => Poll::Ready(Err(Error::Closed {
+                what: "an append future polled after it completed".into(),
+            })),
+        }
+    }
+}
+
 /// Counts a thread in a section (an append, a durability wait) for as long
 /// as it lives.
 pub(crate) struct CountGuard<'a>(&'a AtomicUsize);
@@ -301,6 +353,11 @@ struct SyncState {
     syncing: bool,
     /// Earliest time by which an interval append wants its bytes synced.
     deadline: Option<Instant>,
+    /// Tasks waiting for an asynchronous append to become durable; woken
+    /// (all of them) after each round of the store's sync threads.
+    wakers: Vec<std::task::Waker>,
+    /// A sync thread has been asked for a round and has not started it.
+    queued: bool,
 }
 
 #[derive(Debug)]
@@ -333,6 +390,10 @@ pub(crate) struct LogInner {
     fences: Arc<Fences>,
     counters: ProducerCounters,
     waker: Arc<Waker>,
+    syncer: Arc<Syncer>,
+    /// The store was dropped without `close`: asynchronous appends still
+    /// waiting for durability fail instead of waiting for ever.
+    abandoned: AtomicBool,
     /// The store's directory lock: held while any handle or read result of
     /// this log lives, so that no other opener can change its files under
     /// bytes lent from them.
@@ -348,6 +409,7 @@ pub(crate) struct LogEnv {
     pub storage: Arc<dyn Storage>,
     pub config: Arc<Config>,
     pub waker: Arc<Waker>,
+    pub syncer: Arc<Syncer>,
     pub dir_lock: DirLock,
     pub fences: Arc<Fences>,
 }
@@ -367,6 +429,7 @@ impl Log {
             storage,
             config,
             waker,
+            syncer,
             dir_lock,
             fences,
         } = env.clone();
@@ -455,6 +518,8 @@ impl Log {
                 durable: next,
                 syncing: false,
                 deadline: None,
+                wakers: Vec::new(),
+                queued: false,
             }),
             sync_cv: Condvar::new(),
             poison: OnceLock::new(),
@@ -467,6 +532,8 @@ impl Log {
             fences,
             counters,
             waker,
+            syncer,
+            abandoned: AtomicBool::new(false),
             dir_lock,
         };
         Ok(Log {
@@ -564,6 +631,99 @@ impl Log {
         let (outcome, end) = self.write_built(batch)?;
         self.after_write(end, durability)?;
         Ok(outcome)
+    }
+
+    /// Append without blocking on durability: the batch is checked and
+    /// written now (as [`append`](Self::append) does, a `pwrite` into the
+    /// page cache), and the returned future resolves once the batch is as
+    /// durable as `durability` asks, with the same outcome `append_with`
+    /// returns. Under `Sync` the fsync runs on one of the store's sync
+    /// threads and joins the group commit, so an async task (a tokio
+    /// worker, say) never blocks on it; other durabilities resolve at once.
+    ///
+    /// The future owns a handle to the log (it is `'static`, `Send` and
+    /// `Unpin`). An error of the check or the write comes out of the future
+    /// too. If the store is dropped without [`Store::close`] while the
+    /// batch is not yet durable, the future fails with `Error::Closed`:
+    /// the batch may or may not survive (a retry of an idempotent batch
+    /// sorts it out). After `close` every future resolves.
+    ///
+    /// [`Store::close`]: crate::Store::close
+    pub fn append_async(&self, batch: &[u8], durability: Durability) -> AppendFuture {
+        let state = match self.write(batch) {
+            Err(e) => FutureState::Failed(e),
+            Ok((outcome, end)) => match durability {
+                Durability::Sync => FutureState::Waiting { outcome, end },
+                other => match self.after_write(end, other) {
+                    Ok(()) => FutureState::Done(outcome),
+                    Err(e) => FutureState::Failed(e),
+                },
+            },
+        };
+        AppendFuture {
+            log: self.clone(),
+            state,
+        }
+    }
+
+    /// Ready when everything below `end` is durable (or can no longer
+    /// become so); otherwise registers `waker` and asks a sync thread for a
+    /// round.
+    fn poll_durable(&self, end: i64, waker: &std::task::Waker) -> Poll<Result<()>> {
+        let inner = &*self.inner;
+        let mut st = lock(&inner.sync);
+        if st.durable >= end {
+            return Poll::Ready(Ok(()));
+        }
+        if let Err(e) = self.check_poison() {
+            return Poll::Ready(Err(e));
+        }
+        if inner.abandoned.load(Ordering::Acquire) {
+            return Poll::Ready(Err(Error::Closed {
+                what: format!(
+                    "log {} (its store was dropped without close before the append was durable)",
+                    inner.name
+                ),
+            }));
+        }
+        if !st.wakers.iter().any(|w| w.will_wake(waker)) {
+            st.wakers.push(waker.clone());
+        }
+        let request = !st.queued;
+        st.queued = true;
+        drop(st);
+        if request {
+            inner.syncer.request(self.clone());
+        }
+        Poll::Pending
+    }
+
+    /// A sync thread's round: make everything written so far durable (as a
+    /// group-commit leader or follower), then wake every waiting task.
+    pub(crate) fn sync_for_waiters(&self) {
+        let inner = &*self.inner;
+        // Cleared before the end is noted: an append after this point asks
+        // for a round of its own.
+        lock(&inner.sync).queued = false;
+        let target = inner.next_offset.load(Ordering::Acquire);
+        if let Err(e) = self.wait_durable(target) {
+            tracing::debug!(log = %inner.name, error = %e, "sync for asynchronous appends failed");
+        }
+        let wakers = std::mem::take(&mut lock(&inner.sync).wakers);
+        // Woken outside the lock: a waker may poll at once.
+        for w in wakers {
+            w.wake();
+        }
+    }
+
+    /// The store was dropped without `close`: fail the asynchronous appends
+    /// still waiting for durability.
+    pub(crate) fn abandon(&self) {
+        self.inner.abandoned.store(true, Ordering::Release);
+        let wakers = std::mem::take(&mut lock(&self.inner.sync).wakers);
+        for w in wakers {
+            w.wake();
+        }
     }
 
     /// Count the caller as an appender of this log until the guard drops

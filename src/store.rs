@@ -22,6 +22,7 @@ use crate::ids::ProducerIds;
 use crate::log::{DirLock, Log, LogEnv, ProducerStats, Waker};
 use crate::recovery::RecoveryReport;
 use crate::storage::{FsStorage, Storage};
+use crate::syncer::Syncer;
 
 /// Longest topic name Kafka accepts.
 pub const MAX_TOPIC_LEN: usize = 249;
@@ -208,6 +209,7 @@ impl Store {
             storage: Arc::clone(&storage),
             config: Arc::clone(&config),
             waker: Arc::clone(&waker),
+            syncer: Arc::new(Syncer::default()),
             dir_lock: Arc::clone(&lock),
             fences: Arc::clone(&ids.fences),
         };
@@ -389,6 +391,8 @@ impl Store {
             // Waits for an append in flight, so none lands after this.
             log.mark_closed();
         }
+        // Finishes the rounds asked for so far.
+        self.inner.env.syncer.stop();
         {
             let mut st = self
                 .inner
@@ -408,6 +412,11 @@ impl Store {
 impl Drop for Store {
     fn drop(&mut self) {
         self.shutdown();
+        // After `close` everything is durable and these find it so; after a
+        // plain drop, asynchronous appends still waiting fail.
+        for log in self.logs() {
+            log.abandon();
+        }
     }
 }
 
