@@ -161,6 +161,7 @@ fn appends(s: &mut Summary) {
 }
 
 fn group_commits(s: &mut Summary) {
+    async_pipeline_line(s);
     let shape = Shape::new(100, 1);
     let small = batches(shape, 1, None).remove(0);
     for partitions in [1usize, 16] {
@@ -188,6 +189,31 @@ fn group_commits(s: &mut Summary) {
             8.0,
         );
     }
+}
+
+/// One thread, 16 asynchronous durable appends in flight: what a pipelined
+/// client (a Kafka connection, a tokio service) gets from group commit.
+fn async_pipeline_line(s: &mut Summary) {
+    let small = batches(Shape::new(100, 1), 1, None).remove(0);
+    let mut base = Vec::new();
+    let mut runs = Vec::new();
+    for _ in 0..3 {
+        base.push(fsync_rate(&small, 200).acks_per_sec());
+        runs.push(async_pipeline(&small, 16, 2_000));
+    }
+    base.sort_by(f64::total_cmp);
+    runs.sort_by(|a, b| a.acks_per_sec().total_cmp(&b.acks_per_sec()));
+    let (run, one) = (&runs[1], base[1]);
+    s.note(format!(
+        "1 thread, 16 async Sync appends in flight: {:.0} acks/s, {:.1} per fdatasync; one writer's pwrite+fdatasync {one:.0}/s",
+        run.acks_per_sec(),
+        run.acks as f64 / run.fsyncs.max(1) as f64
+    ));
+    s.line(
+        "group_commit_async_16_in_flight_vs_one_fdatasync",
+        run.acks_per_sec() / one,
+        8.0,
+    );
 }
 
 fn validation(s: &mut Summary) {

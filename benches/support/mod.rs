@@ -651,3 +651,57 @@ unsafe impl GlobalAlloc for CountingAlloc {
         unsafe { System.realloc(ptr, layout, new_size) }
     }
 }
+
+/// Wakes the thread that waits in [`wait`].
+struct ParkWaker(std::thread::Thread);
+
+impl std::task::Wake for ParkWaker {
+    fn wake(self: Arc<Self>) {
+        self.0.unpark();
+    }
+}
+
+/// Drive one future to completion on this thread (poll, park until woken).
+pub fn wait<F: std::future::Future + Unpin>(mut f: F) -> F::Output {
+    let waker = std::task::Waker::from(Arc::new(ParkWaker(std::thread::current())));
+    let mut cx = std::task::Context::from_waker(&waker);
+    loop {
+        if let std::task::Poll::Ready(v) = std::pin::Pin::new(&mut f).poll(&mut cx) {
+            return v;
+        }
+        std::thread::park();
+    }
+}
+
+/// One thread keeps `depth` asynchronous `Sync` appends of `batch` in
+/// flight (`Log::append_async`), `count` in all, to a fresh log; the store
+/// is opened and closed outside the timing.
+pub fn async_pipeline(batch: &[u8], depth: usize, count: usize) -> GroupRun {
+    let dir = scratch_dir();
+    let store = Store::open(dir.path(), config(Durability::Sync)).expect("open");
+    let log = store.log("bench", 0).expect("log");
+    log.append(batch).expect("warm-up append");
+    let fsyncs_before = log.stats().fsyncs;
+    let mut in_flight = std::collections::VecDeque::with_capacity(depth);
+    let t = Instant::now();
+    for _ in 0..count {
+        if in_flight.len() == depth {
+            let f: oncelog::AppendFuture = in_flight.pop_front().expect("in flight");
+            black_box(wait(f).expect("append"));
+        }
+        in_flight.push_back(log.append_async(batch, Durability::Sync));
+    }
+    for f in in_flight {
+        black_box(wait(f).expect("append"));
+    }
+    let elapsed = t.elapsed();
+    let fsyncs = log.stats().fsyncs - fsyncs_before;
+    drop(log);
+    store.close().expect("close");
+    GroupRun {
+        acks: count as u64,
+        fsyncs,
+        elapsed,
+        latencies: Vec::new(),
+    }
+}
