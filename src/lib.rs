@@ -45,6 +45,7 @@ mod config;
 mod error;
 pub mod format;
 mod ids;
+pub mod kafka;
 mod log;
 mod producer;
 mod recovery;

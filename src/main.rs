@@ -19,6 +19,7 @@ const USAGE: &str = "usage:
   oncelog dump DIR TOPIC PARTITION [--from OFFSET]
   oncelog producers DIR TOPIC PARTITION
   oncelog verify DIR
+  oncelog serve DIR [--listen HOST:PORT] [--advertise HOST:PORT] [--partitions N]
   oncelog demo";
 
 /// A failure of one command: a kind for scripts and a message for people.
@@ -562,6 +563,63 @@ fn producers(args: &[String]) -> Result<(), Failure> {
     Ok(())
 }
 
+/// `oncelog serve`: the Kafka-protocol front end (src/kafka.rs). Prints one
+/// JSON line once it listens; runs until SIGTERM or ctrl-c.
+fn serve(args: &[String]) -> Result<(), Failure> {
+    // A test-only switch without a value.
+    let test_disable_dedup = args.iter().any(|a| a == "--test-disable-dedup");
+    let rest: Vec<String> = args
+        .iter()
+        .filter(|a| *a != "--test-disable-dedup")
+        .cloned()
+        .collect();
+    let a = parse_args(&rest, &["listen", "advertise", "partitions"])?;
+    a.expect_positional(&["DIR"])?;
+    let listen = a.flag("listen").unwrap_or("127.0.0.1:9092");
+    let listen: std::net::SocketAddr = listen
+        .parse()
+        .map_err(|e| usage(format!("--listen {listen:?}: {e}")))?;
+    let advertise = match a.flag("advertise") {
+        None => None,
+        Some(hp) => {
+            let (host, port) = hp
+                .rsplit_once(':')
+                .ok_or_else(|| usage(format!("--advertise {hp:?}: expected HOST:PORT")))?;
+            let port: u16 = port
+                .parse()
+                .map_err(|e| usage(format!("--advertise {hp:?}: {e}")))?;
+            Some((host.to_string(), port))
+        }
+    };
+    let partitions: u32 = match a.flag("partitions") {
+        None => 1,
+        Some(n) => n
+            .parse()
+            .ok()
+            .filter(|n| *n >= 1)
+            .ok_or_else(|| usage(format!("--partitions {n:?}: expected a number from 1")))?,
+    };
+    let options = oncelog::kafka::ServeOptions {
+        listen,
+        advertise,
+        partitions,
+        test_disable_dedup,
+    };
+    let mut announced = Ok(());
+    oncelog::kafka::serve(
+        Path::new(&a.positional[0]),
+        Config::default(),
+        options,
+        |bound, advertised| {
+            announced = emit(&obj(&[
+                ("listening", J::S(bound.to_string())),
+                ("advertised", J::S(advertised.to_string())),
+            ]));
+        },
+    )?;
+    announced
+}
+
 fn verify(args: &[String]) -> Result<(), Failure> {
     let a = parse_args(args, &[])?;
     a.expect_positional(&["DIR"])?;
@@ -1039,6 +1097,7 @@ fn main() -> ExitCode {
         Some("producers") => producers(&args[1..]),
         Some("verify") => verify(&args[1..]),
         Some("demo") => demo(&args[1..]),
+        Some("serve") => serve(&args[1..]),
         Some("__demo-child") => demo_child(&args[1..]),
         Some("help" | "--help" | "-h") => {
             println!("{USAGE}");
