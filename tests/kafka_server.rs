@@ -225,7 +225,30 @@ fn produce_dedupe_fetch_and_a_clean_stop() {
     );
     assert_eq!(init.error_code, 0);
     let pid = init.producer_id.0;
+    assert_eq!(init.producer_epoch, 0);
+    // KIP-360 (v3+): the same producer asks for its next epoch; a stale
+    // epoch is refused, and a transactional id is not served.
+    let init_with = |s: &mut TcpStream, cid, epoch: i16, txn: Option<&'static str>| {
+        let r: InitProducerIdResponse = request(
+            s,
+            ApiKey::InitProducerId,
+            4,
+            cid,
+            &InitProducerIdRequest::default()
+                .with_transactional_id(txn.map(|t| {
+                    kafka_protocol::messages::TransactionalId(StrBytes::from_static_str(t))
+                }))
+                .with_producer_id(ProducerId(pid))
+                .with_producer_epoch(epoch),
+        );
+        (r.error_code, r.producer_id.0, r.producer_epoch)
+    };
+    assert_eq!(init_with(&mut s, 30, 0, None), (0, pid, 1));
+    assert_eq!(init_with(&mut s, 31, 0, None).0, 47);
+    assert_eq!(init_with(&mut s, 32, 1, Some("tx")).0, 53);
 
+    // Batches of the producer's earlier epoch 0 (a client bumps epochs
+    // itself too, see below); the log knows no epoch for it yet.
     let first = idempotent(pid, 0, 0, &["a", "b"]);
     let second = idempotent(pid, 0, 2, &["c"]);
     let r1: ProduceResponse = request(
