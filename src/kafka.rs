@@ -172,7 +172,7 @@ pub fn serve(
                         let server = Arc::clone(&server);
                         tokio::spawn(async move {
                             if let Err(e) = server.connection(socket).await {
-                                tracing::info!(%peer, error = %e, "connection closed");
+                                tracing::warn!(%peer, error = %e, "connection closed");
                             }
                         });
                     }
