@@ -677,10 +677,10 @@ impl Server {
                             Err(code) => return data.with_error_code(code),
                         };
                         let hw = log.next_offset();
-                        let data = data
-                            .with_high_watermark(hw)
-                            .with_last_stable_offset(hw)
-                            .with_log_start_offset(log.log_start_offset());
+                        let mut data = data.with_high_watermark(hw).with_last_stable_offset(hw);
+                        if version >= 5 {
+                            data = data.with_log_start_offset(log.log_start_offset());
+                        }
                         let max = usize::try_from(p.partition_max_bytes)
                             .unwrap_or(0)
                             .min(budget)
@@ -807,4 +807,117 @@ fn frame<T: Encodable>(cid: i32, header_version: i16, version: i16, body: &T) ->
     let len = u32::try_from(buf.len() - 4).unwrap_or(u32::MAX);
     buf[..4].copy_from_slice(&len.to_be_bytes());
     Some(buf.freeze())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+    use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+    use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+
+    fn server(dir: &Path) -> Server {
+        let store = Store::open(dir, Config::default()).unwrap();
+        let log = store.log("t", 0).unwrap();
+        let mut b = BatchBuilder::new().with_producer(1, 0, 0);
+        b.push(1_700_000_000_000, None, Some(b"v"), &[]);
+        log.append(&b.build()).unwrap();
+        log.checkpoint().unwrap();
+        Server {
+            store: Arc::new(store),
+            host: StrBytes::from_static_str("127.0.0.1"),
+            port: 9092,
+            options: ServeOptions {
+                listen: "127.0.0.1:0".parse().unwrap(),
+                advertise: None,
+                partitions: 2,
+                test_disable_dedup: false,
+            },
+        }
+    }
+
+    /// Every response we build encodes in every version we advertise (the
+    /// codec refuses a field set where the version lacks it, and a response
+    /// that does not encode is never sent).
+    #[test]
+    fn every_response_encodes_in_every_advertised_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = server(dir.path());
+        let name = || TopicName(StrBytes::from_static_str("t"));
+        for (key, lo, hi) in APIS {
+            for v in lo..=hi {
+                let hv = key.response_header_version(v);
+                let ok = match key {
+                    ApiKey::ApiVersions => frame(1, hv, v, &api_versions(code::NONE)),
+                    ApiKey::Metadata => {
+                        let req = MetadataRequest::default().with_topics(Some(vec![
+                            MetadataRequestTopic::default().with_name(Some(name())),
+                        ]));
+                        frame(1, hv, v, &s.metadata(&req))
+                    }
+                    ApiKey::InitProducerId => {
+                        let fresh = InitProducerIdRequest::default()
+                            .with_transactional_id(None)
+                            .with_producer_id(ProducerId(-1));
+                        let stale = InitProducerIdRequest::default()
+                            .with_transactional_id(None)
+                            .with_producer_id(ProducerId(12345))
+                            .with_producer_epoch(7);
+                        frame(1, hv, v, &s.init_producer_id(&fresh)).and(frame(
+                            1,
+                            hv,
+                            v,
+                            &s.init_producer_id(&stale),
+                        ))
+                    }
+                    ApiKey::ListOffsets => {
+                        let req = ListOffsetsRequest::default().with_topics(vec![
+                            ListOffsetsTopic::default()
+                                .with_name(name())
+                                .with_partitions(
+                                    [-1, -2, 1_700_000_000_000]
+                                        .map(|ts| {
+                                            ListOffsetsPartition::default().with_timestamp(ts)
+                                        })
+                                        .to_vec(),
+                                ),
+                        ]);
+                        frame(1, hv, v, &s.list_offsets(&req, v))
+                    }
+                    ApiKey::Fetch => {
+                        let req =
+                            FetchRequest::default()
+                                .with_max_bytes(1 << 20)
+                                .with_topics(vec![
+                                    FetchTopic::default()
+                                        .with_topic(name())
+                                        .with_partitions(vec![
+                                            FetchPartition::default()
+                                                .with_partition_max_bytes(1 << 20),
+                                            FetchPartition::default().with_partition(7),
+                                        ]),
+                                ]);
+                        frame(1, hv, v, &s.fetch_once(&req, v).0)
+                    }
+                    ApiKey::Produce => {
+                        let failed = PartitionProduceResponse::default()
+                            .with_error_code(code::INVALID_RECORD)
+                            .with_base_offset(-1)
+                            .with_error_message(Some(StrBytes::from_static_str("bad")));
+                        let resp = ProduceResponse::default().with_responses(vec![
+                            TopicProduceResponse::default()
+                                .with_name(name())
+                                .with_partition_responses(vec![
+                                    failed,
+                                    PartitionProduceResponse::default().with_base_offset(3),
+                                ]),
+                        ]);
+                        frame(1, hv, v, &resp)
+                    }
+                    _ => unreachable!(),
+                };
+                assert!(ok.is_some(), "{key:?} v{v} does not encode");
+            }
+        }
+    }
 }
