@@ -13,10 +13,19 @@
 //! - Responses on a connection go out in request order. Requests are read
 //!   and their appends written in order on the connection's task; what
 //!   waits (durability, a fetch's long poll) runs in a task of its own, so
-//!   requests pipeline and no runtime thread ever blocks on an fsync
-//!   (`Log::append_async`).
+//!   requests pipeline and no runtime thread waits for an append's fsync
+//!   (`Log::append_async`). What still syncs on the connection's task is
+//!   rare: a segment roll (once per `segment_bytes`) and the creation of a
+//!   topic's partition directory.
+//! - Produce v3+ carries exactly one batch per partition; anything else is
+//!   refused before anything is written. Fetch and ListOffsets never create
+//!   topics (Metadata and Produce do).
 //! - A frame that is malformed, truncated, oversized or of an API we do not
-//!   serve closes that connection only; nothing of it reaches a log.
+//!   serve closes that connection only; nothing of it reaches a log. (The
+//!   codec reserves room for the array lengths a request claims before it
+//!   reads them; the `oncelog` binary installs
+//!   [`crate::storage::LazyLargeAlloc`] so that such a claim costs address
+//!   space rather than aborting the process.)
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -53,6 +62,8 @@ const MAX_FRAME: usize = 100 << 20;
 const MAX_IN_FLIGHT: usize = 64;
 /// Longest a Fetch with nothing to return waits for data.
 const MAX_FETCH_WAIT: Duration = Duration::from_secs(1);
+/// Most bytes one Fetch response carries (Kafka's `fetch.max.bytes`).
+const MAX_FETCH_BYTES: usize = 50 << 20;
 /// The node id of this single-node "cluster".
 const NODE: i32 = 0;
 
@@ -352,6 +363,18 @@ impl Server {
         Ok(pending)
     }
 
+    /// An existing partition (Fetch and ListOffsets do not create topics).
+    fn existing(&self, topic: &str, partition: i32) -> std::result::Result<Log, i16> {
+        let p = u32::try_from(partition).map_err(|_| code::UNKNOWN_TOPIC_OR_PARTITION)?;
+        match self.store.existing_log(topic, p) {
+            Ok(Some(log)) => Ok(log),
+            Ok(None) | Err(Error::InvalidTopic { .. }) => Err(code::UNKNOWN_TOPIC_OR_PARTITION),
+            Err(e) => Err(produce_error(&e)),
+        }
+    }
+
+    /// A partition to produce to, created on first use within the
+    /// configured number of partitions.
     fn log(&self, topic: &str, partition: i32) -> std::result::Result<Log, i16> {
         let Ok(p) = u32::try_from(partition) else {
             return Err(code::UNKNOWN_TOPIC_OR_PARTITION);
@@ -490,7 +513,7 @@ impl Server {
                     .map(|p| {
                         let resp = ListOffsetsPartitionResponse::default()
                             .with_partition_index(p.partition_index);
-                        let log = match self.log(&t.name.0, p.partition_index) {
+                        let log = match self.existing(&t.name.0, p.partition_index) {
                             Ok(log) => log,
                             Err(code) => return resp.with_error_code(code),
                         };
@@ -579,33 +602,29 @@ impl Server {
         })
     }
 
-    /// Append every batch of a partition's records (normally one).
+    /// Append a partition's records: exactly one batch, as Kafka requires
+    /// from Produce v3 on; anything else is refused before anything is
+    /// written.
     fn append_all(
         &self,
         log: &Log,
         records: Option<Bytes>,
         durability: Durability,
     ) -> Vec<std::result::Result<crate::AppendFuture, i16>> {
-        let Some(mut records) = records else {
+        let Some(batch) = records else {
             return vec![Err(code::CORRUPT_MESSAGE)];
         };
-        let mut out = Vec::new();
-        while !records.is_empty() {
-            let Some(len) = peek_batch_len(&records).filter(|l| *l <= records.len()) else {
-                out.push(Err(code::CORRUPT_MESSAGE));
-                break;
-            };
-            let batch = records.split_to(len);
-            if self.options.test_disable_dedup {
-                out.push(Ok(self.append_without_dedup(log, &batch, durability)));
-            } else {
-                out.push(Ok(log.append_async(&batch, durability)));
-            }
+        match peek_batch_len(&batch) {
+            Some(len) if len == batch.len() => {}
+            Some(len) if len < batch.len() => return vec![Err(code::INVALID_RECORD)],
+            _ => return vec![Err(code::CORRUPT_MESSAGE)],
         }
-        if out.is_empty() {
-            out.push(Err(code::CORRUPT_MESSAGE));
-        }
-        out
+        let f = if self.options.test_disable_dedup {
+            self.append_without_dedup(log, &batch, durability)
+        } else {
+            log.append_async(&batch, durability)
+        };
+        vec![Ok(f)]
     }
 
     /// Test only: a retry that the log would answer as a duplicate is
@@ -652,7 +671,9 @@ impl Server {
 
     fn fetch_once(&self, req: &FetchRequest, version: i16) -> (FetchResponse, usize) {
         let mut total = 0usize;
-        let mut budget = usize::try_from(req.max_bytes).unwrap_or(usize::MAX).max(1);
+        let mut budget = usize::try_from(req.max_bytes)
+            .unwrap_or(0)
+            .clamp(1, MAX_FETCH_BYTES);
         let responses = req
             .topics
             .iter()
@@ -672,7 +693,7 @@ impl Server {
                         if version >= 11 {
                             data = data.with_preferred_read_replica(BrokerId(-1));
                         }
-                        let log = match self.log(&t.topic.0, p.partition) {
+                        let log = match self.existing(&t.topic.0, p.partition) {
                             Ok(log) => log,
                             Err(code) => return data.with_error_code(code),
                         };
@@ -681,6 +702,11 @@ impl Server {
                         if version >= 5 {
                             data = data.with_log_start_offset(log.log_start_offset());
                         }
+                        // Kafka's rule: only the first partition with data may
+                        // go over the request's budget (one whole batch).
+                        if budget == 0 {
+                            return data.with_records(Some(Bytes::new()));
+                        }
                         let max = usize::try_from(p.partition_max_bytes)
                             .unwrap_or(0)
                             .min(budget)
@@ -688,7 +714,11 @@ impl Server {
                         match stored_batches(&log, p.fetch_offset, max) {
                             Ok(bytes) => {
                                 total += bytes.len();
-                                budget = budget.saturating_sub(bytes.len()).max(1);
+                                budget = if total > 0 && bytes.len() >= budget {
+                                    0
+                                } else {
+                                    budget - bytes.len()
+                                };
                                 data.with_records(Some(bytes))
                             }
                             Err(e) => data.with_error_code(match e {

@@ -1083,6 +1083,11 @@ fn demo(args: &[String]) -> Result<(), Failure> {
     demo_producers(&dir, &config)
 }
 
+/// Huge allocations cost address space until touched: a Kafka request
+/// claiming an absurd array length cannot abort the server (see the type).
+#[global_allocator]
+static ALLOC: oncelog::storage::LazyLargeAlloc = oncelog::storage::LazyLargeAlloc;
+
 fn main() -> ExitCode {
     let filter = tracing_subscriber::EnvFilter::try_from_env("ONCELOG_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));

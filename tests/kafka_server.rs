@@ -314,6 +314,17 @@ fn produce_dedupe_fetch_and_a_clean_stop() {
         request(&mut s, ApiKey::Produce, 9, 10, &produce_req("orders", &bad));
     assert_eq!(part(&corrupt).0, 2);
 
+    // Two batches in one partition's records: INVALID_RECORD, and neither
+    // is written (Produce v3+ carries exactly one).
+    let two = [idempotent(pid, 1, 1, &["p"]), idempotent(pid, 1, 2, &["q"])].concat();
+    let both: ProduceResponse =
+        request(&mut s, ApiKey::Produce, 9, 12, &produce_req("orders", &two));
+    assert_eq!(part(&both).0, 87);
+    // A fetch of a topic nobody made does not make it.
+    let unknown: FetchResponse = request(&mut s, ApiKey::Fetch, 12, 13, &fetch_req("nobody", 0));
+    assert_eq!(unknown.responses[0].partitions[0].error_code, 3);
+    assert!(!dir.path().join("nobody-0").exists());
+
     // Fetch returns the stored batches, as stored.
     let fetched: FetchResponse = request(&mut s, ApiKey::Fetch, 12, 11, &fetch_req("orders", 0));
     let p = &fetched.responses[0].partitions[0];
@@ -380,6 +391,14 @@ fn bad_frames_close_their_connection_only() {
             &16u32.to_be_bytes()[..],
             &[0, 0, 0, 9, 0, 0, 0, 1],
             &[0xff; 8],
+        ]
+        .concat(),
+        // Metadata v1 claiming 2^31-1 topics: the codec reserves room for
+        // them before reading one (an allocation of ~150 GB that would
+        // abort a process on the system allocator)
+        [
+            &14u32.to_be_bytes()[..],
+            &[0, 3, 0, 1, 0, 0, 0, 1, 0xff, 0xff, 0x7f, 0xff, 0xff, 0xff],
         ]
         .concat(),
         // truncated: a length promising more than is sent, then EOF

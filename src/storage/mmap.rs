@@ -308,3 +308,110 @@ mod tests {
         assert_eq!(&s[..], b"durable bytes");
     }
 }
+
+/// Allocations at least this large are lazily committed mappings.
+const LAZY_ALLOC_MIN: usize = 1 << 30;
+
+/// A global allocator for the `oncelog` server binary: the system
+/// allocator, except that an allocation of 1 GiB or more is an anonymous
+/// mapping with `MAP_NORESERVE`, whose pages cost memory only once touched.
+///
+/// Why: the Kafka codec reserves room for as many elements as a request
+/// claims before it reads one (`Vec::with_capacity` of a count from the
+/// wire), so a 12-byte frame can ask for hundreds of GiB; the system
+/// allocator refuses, and a refused allocation aborts the process. With
+/// this allocator the reservation is address space, the decoder fails at
+/// the first missing byte, and the mapping is unmapped: the connection
+/// closes and the server goes on. (Under `vm.overcommit_memory=2` the
+/// kernel refuses such mappings too.)
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LazyLargeAlloc;
+
+impl LazyLargeAlloc {
+    fn lazy(layout: std::alloc::Layout) -> bool {
+        layout.size() >= LAZY_ALLOC_MIN && layout.align() <= 4096
+    }
+}
+
+// SAFETY: small allocations go to `System` unchanged. Large ones are fresh
+// private anonymous mappings: page aligned (so any alignment up to 4096 is
+// met), zero-filled, of at least `layout.size()` bytes, owned by the caller
+// until `dealloc` unmaps exactly that range with the same layout, which
+// `GlobalAlloc`'s contract guarantees. `realloc` keeps the default
+// (allocate, copy, free), so a block never moves between the two kinds.
+unsafe impl std::alloc::GlobalAlloc for LazyLargeAlloc {
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        if !Self::lazy(layout) {
+            // SAFETY: the caller's contract is `System`'s.
+            return unsafe { std::alloc::System.alloc(layout) };
+        }
+        // SAFETY: a new anonymous mapping; no existing memory is touched.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                layout.size(),
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                -1,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            std::ptr::null_mut()
+        } else {
+            p.cast()
+        }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: std::alloc::Layout) -> *mut u8 {
+        if Self::lazy(layout) {
+            // SAFETY: as `alloc`; anonymous mappings are zero-filled.
+            unsafe { self.alloc(layout) }
+        } else {
+            // SAFETY: the caller's contract is `System`'s.
+            unsafe { std::alloc::System.alloc_zeroed(layout) }
+        }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+        if Self::lazy(layout) {
+            // SAFETY: `ptr` came from `alloc` with this layout: a mapping of
+            // `layout.size()` bytes that the caller no longer uses.
+            unsafe {
+                libc::munmap(ptr.cast(), layout.size());
+            }
+        } else {
+            // SAFETY: the caller's contract is `System`'s.
+            unsafe { std::alloc::System.dealloc(ptr, layout) }
+        }
+    }
+}
+
+#[cfg(test)]
+mod lazy_alloc_tests {
+    use super::*;
+    use std::alloc::{GlobalAlloc, Layout};
+
+    #[test]
+    fn a_huge_allocation_is_address_space_until_touched() {
+        let a = LazyLargeAlloc;
+        // 256 GiB: far more than the machine's memory.
+        let layout = Layout::from_size_align(256 << 30, 8).unwrap();
+        // SAFETY: a valid non-zero layout; freed below with the same layout.
+        unsafe {
+            let p = a.alloc(layout);
+            assert!(!p.is_null());
+            p.write(7);
+            p.add(1 << 30).write(9);
+            assert_eq!((p.read(), p.add(1 << 30).read()), (7, 9));
+            a.dealloc(p, layout);
+        }
+        let small = Layout::from_size_align(64, 8).unwrap();
+        // SAFETY: as above.
+        unsafe {
+            let p = a.alloc_zeroed(small);
+            assert!(!p.is_null() && p.read() == 0);
+            a.dealloc(p, small);
+        }
+    }
+}

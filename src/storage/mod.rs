@@ -32,6 +32,7 @@ mod mmap;
 pub mod sim;
 
 pub(crate) use fs::FsStorage;
+pub use mmap::LazyLargeAlloc;
 pub use sim::SimStorage;
 
 /// How [`Storage::open`] treats a missing or existing file.
