@@ -106,7 +106,7 @@ mod code {
 const APIS: [(ApiKey, i16, i16); 6] = [
     (ApiKey::Produce, 3, 9),
     (ApiKey::Fetch, 4, 12),
-    (ApiKey::ListOffsets, 1, 7),
+    (ApiKey::ListOffsets, 1, 6),
     (ApiKey::Metadata, 1, 12),
     (ApiKey::ApiVersions, 0, 3),
     (ApiKey::InitProducerId, 0, 4),
@@ -517,13 +517,16 @@ impl Server {
                             Ok(log) => log,
                             Err(code) => return resp.with_error_code(code),
                         };
-                        let offset = match p.timestamp {
-                            -2 => Ok(Some(log.log_start_offset())),
-                            -1 => Ok(Some(log.next_offset())),
-                            ts => log.offset_for_timestamp(ts),
+                        // (-3, the offset of the largest timestamp, came with
+                        // v7, which is not advertised.)
+                        let found = match p.timestamp {
+                            -2 => Ok((-1, log.log_start_offset())),
+                            -1 => Ok((-1, log.next_offset())),
+                            ts if ts < 0 => Ok((-1, -1)),
+                            ts => offset_at_time(&log, ts),
                         };
-                        let resp = match offset {
-                            Ok(o) => resp.with_timestamp(-1).with_offset(o.unwrap_or(-1)),
+                        let resp = match found {
+                            Ok((ts, o)) => resp.with_timestamp(ts).with_offset(o),
                             Err(e) => resp.with_error_code(produce_error(&e)),
                         };
                         if version >= 4 {
@@ -735,6 +738,29 @@ impl Server {
             .collect();
         (FetchResponse::default().with_responses(responses), total)
     }
+}
+
+/// The first record at or after time `ts`: its timestamp and offset, or
+/// `(-1, -1)` if every record is older (Kafka's answer).
+fn offset_at_time(log: &Log, ts: i64) -> Result<(i64, i64)> {
+    let Some(offset) = log.offset_for_timestamp(ts)? else {
+        return Ok((-1, -1));
+    };
+    for b in &log.read(offset, 1)? {
+        let b = b?;
+        let view = b.view();
+        // A compressed batch's records cannot be read here: answer with
+        // the batch (its largest timestamp, its first offset at or after).
+        let Ok(records) = view.records() else {
+            return Ok((view.max_timestamp(), offset.max(view.base_offset())));
+        };
+        for r in records.flatten() {
+            if view.record_offset(&r) >= offset && view.record_timestamp(&r) >= ts {
+                return Ok((view.record_timestamp(&r), view.record_offset(&r)));
+            }
+        }
+    }
+    Ok((-1, offset))
 }
 
 /// The stored batches from `offset`, as stored, without checkpoint batches:

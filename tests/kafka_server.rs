@@ -11,12 +11,14 @@ use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, ApiVersionsResponse, FetchRequest, FetchResponse,
-    InitProducerIdRequest, InitProducerIdResponse, MetadataRequest, MetadataResponse,
-    ProduceRequest, ProduceResponse, ProducerId, RequestHeader, ResponseHeader, TopicName,
+    InitProducerIdRequest, InitProducerIdResponse, ListOffsetsRequest, ListOffsetsResponse,
+    MetadataRequest, MetadataResponse, ProduceRequest, ProduceResponse, ProducerId, RequestHeader,
+    ResponseHeader, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use oncelog::format::{BatchBuilder, BatchView};
@@ -442,5 +444,42 @@ fn bad_frames_close_their_connection_only() {
     let resp = ApiVersionsResponse::decode(&mut body, 0).unwrap();
     assert_eq!(resp.error_code, 35);
     assert_eq!(resp.api_keys.len(), 6);
+    assert!(server.terminate().success());
+}
+
+#[test]
+fn list_offsets_by_time_and_the_log_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let mut s = server.connect();
+    for (i, ts) in [100i64, 300, 200].into_iter().enumerate() {
+        let mut b = BatchBuilder::new();
+        b.push(ts, None, Some(b"v"), &[]);
+        let r: ProduceResponse = request(
+            &mut s,
+            ApiKey::Produce,
+            9,
+            i as i32,
+            &produce_req("times", &b.build()),
+        );
+        assert_eq!(r.responses[0].partition_responses[0].error_code, 0);
+    }
+    let ask = |s: &mut TcpStream, ts: i64| {
+        let req = ListOffsetsRequest::default().with_topics(vec![
+            ListOffsetsTopic::default()
+                .with_name(TopicName(StrBytes::from_static_str("times")))
+                .with_partitions(vec![ListOffsetsPartition::default().with_timestamp(ts)]),
+        ]);
+        let r: ListOffsetsResponse = request(s, ApiKey::ListOffsets, 6, 9, &req);
+        let p = &r.topics[0].partitions[0];
+        (p.error_code, p.timestamp, p.offset)
+    };
+    // The first record at or after 150 is the one at 300 (offset 1).
+    assert_eq!(ask(&mut s, 150), (0, 300, 1));
+    assert_eq!(ask(&mut s, 100), (0, 100, 0));
+    assert_eq!(ask(&mut s, 1000), (0, -1, -1));
+    assert_eq!(ask(&mut s, -2), (0, -1, 0));
+    assert_eq!(ask(&mut s, -1), (0, -1, 3));
+    drop(s);
     assert!(server.terminate().success());
 }
