@@ -14,9 +14,9 @@
 //!   and their appends written in order on the connection's task; what
 //!   waits (durability, a fetch's long poll) runs in a task of its own, so
 //!   requests pipeline and no runtime thread waits for an append's fsync
-//!   (`Log::append_async`). What still syncs on the connection's task is
-//!   rare: a segment roll (once per `segment_bytes`) and the creation of a
-//!   topic's partition directory.
+//!   (`Log::append_async`). The rare syncs a request itself may do (a
+//!   segment roll, a new partition's directory) run in `block_in_place`,
+//!   so the runtime hands the worker's other tasks to another thread.
 //! - Produce v3+ carries exactly one batch per partition; anything else is
 //!   refused before anything is written. Fetch and ListOffsets never create
 //!   topics (Metadata and Produce do).
@@ -271,7 +271,16 @@ impl Server {
                 }
                 let mut body = vec![0u8; len];
                 rd.read_exact(&mut body).await?;
-                let pending = self.request(Bytes::from(body))?;
+                // Produce and Metadata may sync (a segment roll, a new
+                // partition's directory): the runtime moves this worker's
+                // other tasks elsewhere meanwhile, so none waits behind it.
+                let body = Bytes::from(body);
+                let may_sync = matches!(body.get(..2), Some([0, 0] | [0, 3]));
+                let pending = if may_sync {
+                    tokio::task::block_in_place(|| self.request(body))?
+                } else {
+                    self.request(body)?
+                };
                 if tx.send(pending).await.is_err() {
                     return Ok(()); // the writer failed; its error is reported below
                 }
