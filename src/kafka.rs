@@ -578,10 +578,8 @@ impl Server {
                 let result = if transactional {
                     Err(code::TRANSACTIONAL_ID_AUTHORIZATION_FAILED)
                 } else {
-                    match self.log(&topic.name.0, p.index) {
-                        Err(code) => Err(code),
-                        Ok(log) => Ok(self.append_all(&log, p.records.clone(), durability)),
-                    }
+                    self.log(&topic.name.0, p.index)
+                        .and_then(|log| self.append_one(&log, p.records.as_ref(), durability))
                 };
                 parts.push((p.index, result));
             }
@@ -596,7 +594,7 @@ impl Server {
                     let resp = PartitionProduceResponse::default().with_index(index);
                     let resp = match result {
                         Err(code) => resp.with_error_code(code).with_base_offset(-1),
-                        Ok(futures) => produce_outcome(resp, futures).await,
+                        Ok(future) => produce_outcome(resp, future.await),
                     };
                     partition_responses.push(resp);
                 }
@@ -617,26 +615,23 @@ impl Server {
     /// Append a partition's records: exactly one batch, as Kafka requires
     /// from Produce v3 on; anything else is refused before anything is
     /// written.
-    fn append_all(
+    fn append_one(
         &self,
         log: &Log,
-        records: Option<Bytes>,
+        records: Option<&Bytes>,
         durability: Durability,
-    ) -> Vec<std::result::Result<crate::AppendFuture, i16>> {
-        let Some(batch) = records else {
-            return vec![Err(code::CORRUPT_MESSAGE)];
-        };
-        match peek_batch_len(&batch) {
+    ) -> std::result::Result<crate::AppendFuture, i16> {
+        let batch = records.ok_or(code::CORRUPT_MESSAGE)?;
+        match peek_batch_len(batch) {
             Some(len) if len == batch.len() => {}
-            Some(len) if len < batch.len() => return vec![Err(code::INVALID_RECORD)],
-            _ => return vec![Err(code::CORRUPT_MESSAGE)],
+            Some(len) if len < batch.len() => return Err(code::INVALID_RECORD),
+            _ => return Err(code::CORRUPT_MESSAGE),
         }
-        let f = if self.options.test_disable_dedup {
-            self.append_without_dedup(log, &batch, durability)
+        Ok(if self.options.test_disable_dedup {
+            self.append_without_dedup(log, batch, durability)
         } else {
-            log.append_async(&batch, durability)
-        };
-        vec![Ok(f)]
+            log.append_async(batch, durability)
+        })
     }
 
     /// Test only: a retry that the log would answer as a duplicate is
@@ -794,43 +789,28 @@ fn stored_batches(log: &Log, offset: i64, max: usize) -> Result<Bytes> {
 }
 
 /// The partition's answer once its appends are done.
-async fn produce_outcome(
+fn produce_outcome(
     resp: PartitionProduceResponse,
-    futures: Vec<std::result::Result<crate::AppendFuture, i16>>,
+    outcome: Result<AppendOutcome>,
 ) -> PartitionProduceResponse {
-    let mut base = None;
-    for f in futures {
-        let outcome = match f {
-            Err(code) => return resp.with_error_code(code).with_base_offset(-1),
-            Ok(f) => f.await,
-        };
-        match outcome {
-            Ok(AppendOutcome::Appended { base_offset, .. }) => {
-                base.get_or_insert(base_offset);
-            }
-            Ok(AppendOutcome::Duplicate {
-                base_offset: Some(b),
-                ..
-            }) => {
-                base.get_or_insert(b);
-            }
-            Ok(AppendOutcome::Duplicate {
-                base_offset: None, ..
-            }) => {
-                return resp
-                    .with_error_code(code::DUPLICATE_SEQUENCE_NUMBER)
-                    .with_base_offset(-1);
-            }
-            Err(e) => {
-                tracing::info!(error = %e, "produce refused");
-                return resp
-                    .with_error_code(produce_error(&e))
-                    .with_base_offset(-1)
-                    .with_error_message(Some(StrBytes::from_string(e.to_string())));
-            }
+    match outcome {
+        Ok(AppendOutcome::Appended { base_offset, .. })
+        | Ok(AppendOutcome::Duplicate {
+            base_offset: Some(base_offset),
+            ..
+        }) => resp.with_base_offset(base_offset),
+        Ok(AppendOutcome::Duplicate {
+            base_offset: None, ..
+        }) => resp
+            .with_error_code(code::DUPLICATE_SEQUENCE_NUMBER)
+            .with_base_offset(-1),
+        Err(e) => {
+            tracing::info!(error = %e, "produce refused");
+            resp.with_error_code(produce_error(&e))
+                .with_base_offset(-1)
+                .with_error_message(Some(StrBytes::from_string(e.to_string())))
         }
     }
-    resp.with_base_offset(base.unwrap_or(-1))
 }
 
 fn undecodable(api: ApiKey, version: i16, e: impl std::fmt::Display) -> std::io::Error {
