@@ -129,6 +129,14 @@ fn produce_req(topic: &str, batch: &[u8]) -> ProduceRequest {
         ])
 }
 
+/// Produce one batch (acks=all, Produce v9) to partition 0 of `topic`:
+/// the partition's error code and base offset.
+fn produce(s: &mut TcpStream, cid: i32, topic: &str, batch: &[u8]) -> (i16, i64) {
+    let r: ProduceResponse = request(s, ApiKey::Produce, 9, cid, &produce_req(topic, batch));
+    let p = &r.responses[0].partition_responses[0];
+    (p.error_code, p.base_offset)
+}
+
 fn fetch_req(topic: &str, offset: i64) -> FetchRequest {
     FetchRequest::default()
         .with_max_wait_ms(0)
@@ -253,75 +261,33 @@ fn produce_dedupe_fetch_and_a_clean_stop() {
     // itself too, see below); the log knows no epoch for it yet.
     let first = idempotent(pid, 0, 0, &["a", "b"]);
     let second = idempotent(pid, 0, 2, &["c"]);
-    let r1: ProduceResponse = request(
-        &mut s,
-        ApiKey::Produce,
-        9,
-        4,
-        &produce_req("orders", &first),
-    );
-    let r2: ProduceResponse = request(
-        &mut s,
-        ApiKey::Produce,
-        9,
-        5,
-        &produce_req("orders", &second),
-    );
-    let part = |r: &ProduceResponse| {
-        let p = &r.responses[0].partition_responses[0];
-        (p.error_code, p.base_offset)
-    };
-    assert_eq!(part(&r1), (0, 0));
-    assert_eq!(part(&r2), (0, 2));
+    let r1 = produce(&mut s, 4, "orders", &first);
+    let r2 = produce(&mut s, 5, "orders", &second);
+    assert_eq!(r1, (0, 0));
+    assert_eq!(r2, (0, 2));
     // A retry of the first batch: NONE with its original base offset.
-    let again: ProduceResponse = request(
-        &mut s,
-        ApiKey::Produce,
-        9,
-        6,
-        &produce_req("orders", &first),
-    );
-    assert_eq!(part(&again), (0, 0));
+    let again = produce(&mut s, 6, "orders", &first);
+    assert_eq!(again, (0, 0));
     // A gap: OUT_OF_ORDER_SEQUENCE_NUMBER; an older epoch after a bump:
     // INVALID_PRODUCER_EPOCH; a client-side bump with sequence 0: appended.
-    let gap: ProduceResponse = request(
-        &mut s,
-        ApiKey::Produce,
-        9,
-        7,
-        &produce_req("orders", &idempotent(pid, 0, 9, &["x"])),
-    );
-    assert_eq!(part(&gap).0, 45);
-    let bumped: ProduceResponse = request(
-        &mut s,
-        ApiKey::Produce,
-        9,
-        8,
-        &produce_req("orders", &idempotent(pid, 1, 0, &["d"])),
-    );
-    assert_eq!(part(&bumped), (0, 3));
-    let stale: ProduceResponse = request(
-        &mut s,
-        ApiKey::Produce,
-        9,
-        9,
-        &produce_req("orders", &idempotent(pid, 0, 3, &["y"])),
-    );
-    assert_eq!(part(&stale).0, 47);
+    let gap = produce(&mut s, 7, "orders", &idempotent(pid, 0, 9, &["x"]));
+    assert_eq!(gap.0, 45);
+    let bumped = produce(&mut s, 8, "orders", &idempotent(pid, 1, 0, &["d"]));
+    assert_eq!(bumped, (0, 3));
+    let stale = produce(&mut s, 9, "orders", &idempotent(pid, 0, 3, &["y"]));
+    assert_eq!(stale.0, 47);
     // A damaged batch: CORRUPT_MESSAGE, nothing stored.
     let mut bad = idempotent(pid, 1, 1, &["z"]);
     let last = bad.len() - 1;
     bad[last] ^= 1;
-    let corrupt: ProduceResponse =
-        request(&mut s, ApiKey::Produce, 9, 10, &produce_req("orders", &bad));
-    assert_eq!(part(&corrupt).0, 2);
+    let corrupt = produce(&mut s, 10, "orders", &bad);
+    assert_eq!(corrupt.0, 2);
 
     // Two batches in one partition's records: INVALID_RECORD, and neither
     // is written (Produce v3+ carries exactly one).
     let two = [idempotent(pid, 1, 1, &["p"]), idempotent(pid, 1, 2, &["q"])].concat();
-    let both: ProduceResponse =
-        request(&mut s, ApiKey::Produce, 9, 12, &produce_req("orders", &two));
-    assert_eq!(part(&both).0, 87);
+    let both = produce(&mut s, 12, "orders", &two);
+    assert_eq!(both.0, 87);
     // A fetch of a topic nobody made does not make it.
     let unknown: FetchResponse = request(&mut s, ApiKey::Fetch, 12, 13, &fetch_req("nobody", 0));
     assert_eq!(unknown.responses[0].partitions[0].error_code, 3);
@@ -356,14 +322,8 @@ fn produce_dedupe_fetch_and_a_clean_stop() {
     // across it, from a restarted server, never shows it to the client.
     let server = Server::start(dir.path());
     let mut s = server.connect();
-    let next: ProduceResponse = request(
-        &mut s,
-        ApiKey::Produce,
-        9,
-        1,
-        &produce_req("orders", &idempotent(pid, 1, 1, &["e"])),
-    );
-    assert_eq!(part(&next), (0, 5), "offset 4 holds the checkpoint");
+    let next = produce(&mut s, 1, "orders", &idempotent(pid, 1, 1, &["e"]));
+    assert_eq!(next, (0, 5), "offset 4 holds the checkpoint");
     let fetched: FetchResponse = request(&mut s, ApiKey::Fetch, 12, 2, &fetch_req("orders", 0));
     assert_eq!(fetched_values(&fetched), ["a", "b", "c", "d", "e"]);
     let from_checkpoint: FetchResponse =
@@ -455,14 +415,10 @@ fn list_offsets_by_time_and_the_log_ends() {
     for (i, ts) in [100i64, 300, 200].into_iter().enumerate() {
         let mut b = BatchBuilder::new();
         b.push(ts, None, Some(b"v"), &[]);
-        let r: ProduceResponse = request(
-            &mut s,
-            ApiKey::Produce,
-            9,
-            i as i32,
-            &produce_req("times", &b.build()),
+        assert_eq!(
+            produce(&mut s, i as i32, "times", &b.build()),
+            (0, i as i64)
         );
-        assert_eq!(r.responses[0].partition_responses[0].error_code, 0);
     }
     let ask = |s: &mut TcpStream, ts: i64| {
         let req = ListOffsetsRequest::default().with_topics(vec![
